@@ -1,0 +1,348 @@
+// Package config is huskd's TOML configuration: the schema, the embedded
+// defaults and their validation. Every key is optional; a missing key keeps its
+// default. Only cmd/huskd reads a Config; every other package takes its own
+// Options built from it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath is read when present and no --config is given.
+const DefaultPath = "/etc/husk/config.toml"
+
+// Config is the whole file. Field comments are the documentation users see
+// through `huskd config default`.
+type Config struct {
+	// Root holds persistent state: the database, CNI result cache, images.
+	Root string `toml:"root"`
+	// State holds runtime state that a reboot must clear: the socket, the
+	// pinned network namespaces, the sandboxes' resolv.conf, hostname and shm.
+	State string `toml:"state"`
+	// Listen is the CRI socket.
+	Listen   string `toml:"listen"`
+	LogLevel string `toml:"log_level"`
+
+	// DefaultRuntime is the handler used when a RuntimeClass names none.
+	DefaultRuntime string `toml:"default_runtime"`
+	// PauseBinary is the infra process; empty means husk-pause next to huskd,
+	// then on PATH.
+	PauseBinary string `toml:"pause_binary"`
+	// PauseImage, when set, is pinned in the image store (it does not replace
+	// the built-in infra rootfs yet).
+	PauseImage string `toml:"pause_image"`
+
+	// CgroupDriver is "cgroupfs" or "systemd".
+	CgroupDriver string `toml:"cgroup_driver"`
+	// CgroupParent is used for sandboxes whose config names none.
+	CgroupParent string `toml:"cgroup_parent"`
+	// ShmSize is the byte size of each pod's /dev/shm tmpfs.
+	ShmSize int64 `toml:"shm_size"`
+	// InfraOOMScoreAdj is asked for the infra process; it is clamped to what
+	// the node allows when huskd lacks CAP_SYS_RESOURCE.
+	InfraOOMScoreAdj int `toml:"infra_oom_score_adj"`
+
+	// ImagePullProgressTimeout cancels a pull whose download makes no progress.
+	ImagePullProgressTimeout Duration `toml:"image_pull_progress_timeout"`
+
+	CNI        CNI                 `toml:"cni"`
+	Runtimes   map[string]Runtime  `toml:"runtimes"`
+	Registries map[string]Registry `toml:"registries"`
+	Stream     Stream              `toml:"stream"`
+}
+
+// CNI configures pod networking.
+type CNI struct {
+	// ConfDir holds .conflist/.conf files; the first in lexical order is used.
+	ConfDir string `toml:"conf_dir"`
+	// BinDirs are searched in order for plugin binaries.
+	BinDirs []string `toml:"bin_dirs"`
+	// CacheDir keeps CNI results for DEL and garbage collection; empty means
+	// <root>/cni.
+	CacheDir string `toml:"cache_dir"`
+	// DefaultNetwork is written to ConfDir when it holds no network config.
+	WriteDefault  bool   `toml:"write_default"`
+	DefaultBridge string `toml:"default_bridge"`
+	DefaultSubnet string `toml:"default_subnet"`
+}
+
+// Runtime is one RuntimeClass handler: an OCI runtime binary and its state root.
+type Runtime struct {
+	// Path is the binary, absolute or looked up on PATH.
+	Path string `toml:"path"`
+	// Root is the runtime's --root; empty means <state>/runtime/<handler>.
+	Root string `toml:"root"`
+}
+
+// Registry configures pulls from one registry host ("*" matches any host
+// without its own entry).
+type Registry struct {
+	// Endpoints are tried in order; http:// ones are used as plain HTTP.
+	Endpoints []string `toml:"endpoints"`
+	// SkipUpstream never falls back to the registry host itself.
+	SkipUpstream bool `toml:"skip_upstream"`
+	Username     string `toml:"username"`
+	Password     string `toml:"password"`
+	// Auth is base64("user:password"), as in a docker config.
+	Auth          string `toml:"auth"`
+	IdentityToken string `toml:"identity_token"`
+	// CAFile is a PEM bundle trusted for this registry's TLS endpoints.
+	CAFile             string `toml:"ca_file"`
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
+}
+
+// Stream configures the exec/attach/port-forward server.
+type Stream struct {
+	Address string `toml:"address"`
+	// Port 0 picks a free port.
+	Port    int    `toml:"port"`
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
+	// URLTimeout is how long an Exec/Attach/PortForward URL stays valid.
+	URLTimeout Duration `toml:"url_timeout"`
+}
+
+// Duration is a time.Duration written as "5m" or "30s" in TOML.
+type Duration time.Duration
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Default returns the embedded defaults: what huskd runs on with no file.
+func Default() *Config {
+	return &Config{
+		Root:                     "/var/lib/husk",
+		State:                    "/run/husk",
+		Listen:                   "/run/husk/husk.sock",
+		LogLevel:                 "info",
+		DefaultRuntime:           "runc",
+		CgroupDriver:             "cgroupfs",
+		CgroupParent:             "/husk",
+		ShmSize:                  64 << 20,
+		InfraOOMScoreAdj:         -998,
+		ImagePullProgressTimeout: Duration(5 * time.Minute),
+		CNI: CNI{
+			ConfDir:       "/etc/cni/net.d",
+			BinDirs:       []string{"/opt/cni/bin", "/usr/lib/cni"},
+			WriteDefault:  true,
+			DefaultBridge: "husk0",
+			DefaultSubnet: "10.88.0.0/16",
+		},
+		Runtimes: map[string]Runtime{
+			"runc": {Path: "runc"},
+			"crun": {Path: "crun"},
+		},
+		Registries: map[string]Registry{},
+		Stream: Stream{
+			Address:    "127.0.0.1",
+			URLTimeout: Duration(time.Minute),
+		},
+	}
+}
+
+// Load reads path over the defaults. A missing file at DefaultPath is not an
+// error; a missing file named explicitly is.
+func Load(path string, explicit bool) (*Config, error) {
+	c := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && !explicit {
+			return c, c.Validate()
+		}
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	if err := c.decode(b); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes TOML over the defaults and validates the result.
+func Parse(b []byte) (*Config, error) {
+	c := Default()
+	if err := c.decode(b); err != nil {
+		return nil, err
+	}
+	return c, c.Validate()
+}
+
+func (c *Config) decode(b []byte) error {
+	// Tables in the file replace the default handler set only for the
+	// handlers they name: keep the defaults and let the file add or override.
+	dec := toml.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			keys := make([]string, 0, len(strict.Errors))
+			for _, e := range strict.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return fmt.Errorf("unknown key(s): %s", strings.Join(keys, ", "))
+		}
+		var derr *toml.DecodeError
+		if errors.As(err, &derr) {
+			row, col := derr.Position()
+			return fmt.Errorf("line %d column %d: key %s: %w", row, col, strings.Join(derr.Key(), "."), err)
+		}
+		return err
+	}
+	return nil
+}
+
+// Validate checks every value, naming the key that is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	for key, p := range map[string]string{"root": c.Root, "state": c.State, "listen": c.Listen} {
+		if !filepath.IsAbs(p) {
+			bad(key, "must be an absolute path, got %q", p)
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
+	}
+	switch c.CgroupDriver {
+	case "cgroupfs":
+		if c.CgroupParent != "" && !strings.HasPrefix(c.CgroupParent, "/") {
+			bad("cgroup_parent", "must start with / for the cgroupfs driver, got %q", c.CgroupParent)
+		}
+	case "systemd":
+		if c.CgroupParent != "" && !strings.HasSuffix(c.CgroupParent, ".slice") {
+			bad("cgroup_parent", "must be a .slice for the systemd driver, got %q", c.CgroupParent)
+		}
+	default:
+		bad("cgroup_driver", "must be cgroupfs or systemd, got %q", c.CgroupDriver)
+	}
+	if c.ShmSize <= 0 {
+		bad("shm_size", "must be positive, got %d", c.ShmSize)
+	}
+	if c.InfraOOMScoreAdj < -1000 || c.InfraOOMScoreAdj > 1000 {
+		bad("infra_oom_score_adj", "must be within -1000..1000, got %d", c.InfraOOMScoreAdj)
+	}
+	if c.ImagePullProgressTimeout <= 0 {
+		bad("image_pull_progress_timeout", "must be positive, got %s", time.Duration(c.ImagePullProgressTimeout))
+	}
+	if !filepath.IsAbs(c.CNI.ConfDir) {
+		bad("cni.conf_dir", "must be an absolute path, got %q", c.CNI.ConfDir)
+	}
+	if len(c.CNI.BinDirs) == 0 {
+		bad("cni.bin_dirs", "must name at least one directory")
+	}
+	for i, d := range c.CNI.BinDirs {
+		if !filepath.IsAbs(d) {
+			bad(fmt.Sprintf("cni.bin_dirs[%d]", i), "must be an absolute path, got %q", d)
+		}
+	}
+	if c.CNI.CacheDir != "" && !filepath.IsAbs(c.CNI.CacheDir) {
+		bad("cni.cache_dir", "must be an absolute path, got %q", c.CNI.CacheDir)
+	}
+	if c.CNI.WriteDefault {
+		if _, _, err := net.ParseCIDR(c.CNI.DefaultSubnet); err != nil {
+			bad("cni.default_subnet", "%q is not a CIDR", c.CNI.DefaultSubnet)
+		}
+		if c.CNI.DefaultBridge == "" || len(c.CNI.DefaultBridge) > 15 {
+			bad("cni.default_bridge", "must be an interface name of 1 to 15 bytes, got %q", c.CNI.DefaultBridge)
+		}
+	}
+	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
+		bad("default_runtime", "%q has no [runtimes.%s] table", c.DefaultRuntime, c.DefaultRuntime)
+	}
+	for _, name := range sortedKeys(c.Runtimes) {
+		r := c.Runtimes[name]
+		if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+			bad("runtimes", "handler name %q is not usable as a path element", name)
+		}
+		if r.Path == "" {
+			bad("runtimes."+name+".path", "must be set")
+		}
+		if r.Root != "" && !filepath.IsAbs(r.Root) {
+			bad("runtimes."+name+".root", "must be an absolute path, got %q", r.Root)
+		}
+	}
+	for _, host := range sortedKeys(c.Registries) {
+		r := c.Registries[host]
+		for i, e := range r.Endpoints {
+			if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
+				bad(fmt.Sprintf("registries.%q.endpoints[%d]", host, i), "must start with http:// or https://, got %q", e)
+			}
+		}
+		if r.SkipUpstream && len(r.Endpoints) == 0 {
+			bad(fmt.Sprintf("registries.%q.skip_upstream", host), "needs at least one endpoint")
+		}
+	}
+	if c.Stream.Port < 0 || c.Stream.Port > 65535 {
+		bad("stream.port", "must be within 0..65535, got %d", c.Stream.Port)
+	}
+	if c.Stream.Address != "" && net.ParseIP(c.Stream.Address) == nil {
+		bad("stream.address", "%q is not an IP address", c.Stream.Address)
+	}
+	if (c.Stream.TLSCert == "") != (c.Stream.TLSKey == "") {
+		bad("stream.tls_cert", "tls_cert and tls_key go together")
+	}
+	if c.Stream.URLTimeout <= 0 {
+		bad("stream.url_timeout", "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+// RuntimeRoot is the --root a handler's runtime keeps its state in.
+func (c *Config) RuntimeRoot(handler string) string {
+	if r := c.Runtimes[handler]; r.Root != "" {
+		return r.Root
+	}
+	return filepath.Join(c.State, "runtime", handler)
+}
+
+// CNICacheDir is where CNI results are cached.
+func (c *Config) CNICacheDir() string {
+	if c.CNI.CacheDir != "" {
+		return c.CNI.CacheDir
+	}
+	return filepath.Join(c.Root, "cni")
+}
+
+// Marshal renders the config as TOML.
+func (c *Config) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := toml.NewEncoder(&buf)
+	enc.SetIndentTables(true)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
