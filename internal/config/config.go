@@ -90,7 +90,7 @@ type Registry struct {
 	// Endpoints are tried in order; http:// ones are used as plain HTTP.
 	Endpoints []string `toml:"endpoints"`
 	// SkipUpstream never falls back to the registry host itself.
-	SkipUpstream bool `toml:"skip_upstream"`
+	SkipUpstream bool   `toml:"skip_upstream"`
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	// Auth is base64("user:password"), as in a docker config.

@@ -1,0 +1,137 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/network"
+	"github.com/huskrt/husk/internal/sandbox"
+)
+
+// RuntimeName and RuntimeAPIVersion are what Version reports.
+const (
+	RuntimeName       = "husk"
+	RuntimeAPIVersion = "v1"
+)
+
+// RuntimeOptions configure the RuntimeService.
+type RuntimeOptions struct {
+	Version   string
+	Sandboxes *sandbox.Manager
+	Network   *network.Manager
+	// Handlers are the configured RuntimeClass handler names.
+	Handlers []string
+	// CgroupDriver is "cgroupfs" or "systemd".
+	CgroupDriver string
+	// ConfigInfo is shown by verbose Status (the effective config, JSON).
+	ConfigInfo any
+	Logger     *slog.Logger
+}
+
+// RuntimeServer implements the CRI RuntimeService.
+type RuntimeServer struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	opts RuntimeOptions
+}
+
+// NewRuntimeServer returns the RuntimeService over the domain managers.
+func NewRuntimeServer(opts RuntimeOptions) *RuntimeServer {
+	sort.Strings(opts.Handlers)
+	return &RuntimeServer{opts: opts}
+}
+
+func (s *RuntimeServer) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+	return &runtimeapi.VersionResponse{
+		Version:           "0.1.0",
+		RuntimeName:       RuntimeName,
+		RuntimeVersion:    s.opts.Version,
+		RuntimeApiVersion: RuntimeAPIVersion,
+	}, nil
+}
+
+func (s *RuntimeServer) Status(_ context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	runtimeReady := &runtimeapi.RuntimeCondition{Type: runtimeapi.RuntimeReady, Status: true}
+	networkReady := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
+	if err := s.opts.Network.Status(); err != nil {
+		networkReady.Status = false
+		networkReady.Reason = "NetworkPluginNotReady"
+		networkReady.Message = fmt.Sprintf("CNI network not ready: %v", err)
+	}
+	resp := &runtimeapi.StatusResponse{
+		Status:   &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}},
+		Features: &runtimeapi.RuntimeFeatures{},
+	}
+	for _, h := range s.opts.Handlers {
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
+			Name:     h,
+			Features: &runtimeapi.RuntimeHandlerFeatures{},
+		})
+	}
+	if req.GetVerbose() {
+		b, err := json.Marshal(s.opts.ConfigInfo)
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("encode config: %w", err))
+		}
+		resp.Info = map[string]string{"config": string(b)}
+	}
+	return resp, nil
+}
+
+func (s *RuntimeServer) RuntimeConfig(context.Context, *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
+	driver := runtimeapi.CgroupDriver_CGROUPFS
+	if s.opts.CgroupDriver == "systemd" {
+		driver = runtimeapi.CgroupDriver_SYSTEMD
+	}
+	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
+}
+
+// UpdateRuntimeConfig accepts the pod CIDR the kubelet sends; the CNI
+// configuration, not huskd, decides pod addresses.
+func (s *RuntimeServer) UpdateRuntimeConfig(context.Context, *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
+	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
+}
+
+func (s *RuntimeServer) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	id, err := s.opts.Sandboxes.Run(ctx, req.GetConfig(), req.GetRuntimeHandler())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+func (s *RuntimeServer) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	if err := s.opts.Sandboxes.Stop(ctx, req.GetPodSandboxId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
+func (s *RuntimeServer) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	if err := s.opts.Sandboxes.Remove(ctx, req.GetPodSandboxId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}
+
+func (s *RuntimeServer) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	st, info, err := s.opts.Sandboxes.Status(req.GetPodSandboxId(), req.GetVerbose())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.PodSandboxStatusResponse{Status: st, Info: info}, nil
+}
+
+func (s *RuntimeServer) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	if st := req.GetFilter().GetState(); st != nil {
+		if _, ok := runtimeapi.PodSandboxState_name[int32(st.GetState())]; !ok {
+			return nil, toStatus(fmt.Errorf("filter.state: unknown state %d: %w", st.GetState(), errdefs.ErrInvalidArgument))
+		}
+	}
+	return &runtimeapi.ListPodSandboxResponse{Items: s.opts.Sandboxes.List(req.GetFilter())}, nil
+}

@@ -1,0 +1,211 @@
+package sandbox
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/oci"
+)
+
+// writeSandboxFiles writes the files every container of the pod mounts:
+// resolv.conf, hostname and hosts, in the sandbox's runtime dir.
+func writeSandboxFiles(dir string, cfg *runtimeapi.PodSandboxConfig, hostResolv string) error {
+	resolv, err := resolvConf(cfg.GetDnsConfig(), hostResolv)
+	if err != nil {
+		return err
+	}
+	hostname := cfg.GetHostname()
+	if hostname == "" {
+		// Host-network pods without a hostname keep the node's.
+		if h, err := os.Hostname(); err == nil {
+			hostname = h
+		}
+	}
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+	for name, content := range map[string][]byte{
+		"resolv.conf": resolv,
+		"hostname":    []byte(hostname + "\n"),
+		"hosts":       []byte(hosts),
+	} {
+		// No fsync: these live on tmpfs and die with the pod.
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// resolvConf renders the pod's DNS config, or copies the host's when the
+// pod has none (the kubelet's "Default" DNS policy sends no DNSConfig).
+func resolvConf(dns *runtimeapi.DNSConfig, hostResolv string) ([]byte, error) {
+	if dns == nil || (len(dns.GetServers()) == 0 && len(dns.GetSearches()) == 0 && len(dns.GetOptions()) == 0) {
+		b, err := os.ReadFile(hostResolv)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("read host resolv.conf: %w", err)
+		}
+		return b, nil
+	}
+	var buf bytes.Buffer
+	if len(dns.GetSearches()) > 0 {
+		fmt.Fprintf(&buf, "search %s\n", strings.Join(dns.GetSearches(), " "))
+	}
+	for _, s := range dns.GetServers() {
+		fmt.Fprintf(&buf, "nameserver %s\n", s)
+	}
+	if len(dns.GetOptions()) > 0 {
+		fmt.Fprintf(&buf, "options %s\n", strings.Join(dns.GetOptions(), " "))
+	}
+	return buf.Bytes(), nil
+}
+
+// mountShm mounts the pod's /dev/shm tmpfs at path.
+func mountShm(path string, size int64) error {
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return fmt.Errorf("shm dir: %w", err)
+	}
+	opts := "mode=1777,size=" + strconv.FormatInt(size, 10)
+	if err := unix.Mount("shm", path, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
+		return fmt.Errorf("mount shm at %s: %w", path, err)
+	}
+	return nil
+}
+
+// unmountAll detaches every mount stacked at path; a path that is not a
+// mount point (or is gone) is fine.
+func unmountAll(path string) error {
+	for i := 0; i < 16; i++ {
+		err := unix.Unmount(path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("unmount %s: %w", path, err)
+	}
+	return fmt.Errorf("unmount %s: still mounted after 16 unmounts", path)
+}
+
+// prepareInfraRootfs makes the read-only root every infra container shares:
+// only the pause binary and the directories its mounts need. It is rebuilt
+// only when the binary changed.
+func prepareInfraRootfs(stateDir, pauseBinary string) (string, error) {
+	if pauseBinary == "" {
+		return "", errors.New("infra rootfs: no pause binary configured")
+	}
+	src, err := os.Open(pauseBinary)
+	if err != nil {
+		return "", fmt.Errorf("infra rootfs: pause binary: %w", err)
+	}
+	defer src.Close()
+	rootfs := filepath.Join(stateDir, "infra-rootfs")
+	for _, d := range []string{"proc", "dev", "sys", "etc"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			return "", fmt.Errorf("infra rootfs: %w", err)
+		}
+	}
+	dst := filepath.Join(rootfs, strings.TrimPrefix(oci.InfraPath, "/"))
+	if sameFile(src, dst) {
+		return rootfs, nil
+	}
+	tmp, err := os.CreateTemp(rootfs, ".pause-*")
+	if err != nil {
+		return "", fmt.Errorf("infra rootfs: %w", err)
+	}
+	_, err = io.Copy(tmp, src)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o755)
+	}
+	if err == nil {
+		// Renaming over the old binary is safe for running infra
+		// processes: they keep the old inode.
+		err = os.Rename(tmp.Name(), dst)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("infra rootfs: install pause: %w", err)
+	}
+	return rootfs, nil
+}
+
+// sameFile reports whether dst already has src's content.
+func sameFile(src *os.File, dst string) bool {
+	a, err := io.ReadAll(src)
+	if err != nil {
+		return false
+	}
+	if _, err := src.Seek(0, io.SeekStart); err != nil {
+		return false
+	}
+	b, err := os.ReadFile(dst)
+	return err == nil && bytes.Equal(a, b)
+}
+
+// clampOOMScoreAdj returns the lowest oom_score_adj at or above want that
+// this process may hand to its children. Lowering below the current value
+// needs CAP_SYS_RESOURCE; without it the runtime fails to start the
+// container ("can't get final child's PID from pipe"), so clamp instead.
+func clampOOMScoreAdj(want int, log *slog.Logger) int {
+	if hasCapSysResource() {
+		return want
+	}
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return want
+	}
+	cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || cur <= want {
+		return want
+	}
+	log.Info("infra oom_score_adj clamped: no CAP_SYS_RESOURCE to lower it", "wanted", want, "using", cur)
+	return cur
+}
+
+func hasCapSysResource() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0
+}
+
+func readBootID() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	return strings.TrimSpace(string(b))
+}
+
+// processStart returns the start time of pid in clock ticks after boot
+// (field 22 of /proc/PID/stat): with the boot ID, it tells a live infra
+// from a later process that got the same PID.
+func processStart(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces and parentheses: fields start after
+	// the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	// fields[0] is field 3 (state); start time is field 22.
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(fields))
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}

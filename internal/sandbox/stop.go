@@ -1,0 +1,185 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/store"
+)
+
+// infraKillTimeout bounds the wait for a SIGKILLed infra to exit.
+const infraKillTimeout = 10 * time.Second
+
+// Stop stops a sandbox: its infra is killed, its network torn down (CNI
+// DEL, then the namespace is released) and its /dev/shm unmounted. Stopping
+// a stopped or unknown sandbox succeeds, as the CRI requires. A CNI DEL that
+// fails is returned and retried by the next Stop; the sandbox stays NOTREADY
+// with its attachment recorded.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	sb, err := m.get(id)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.removed {
+		return nil
+	}
+	wasReady := sb.rec.State == StateReady
+	err = m.teardownLocked(ctx, sb, m.logger(&sb.rec, sb.config))
+	if wasReady && sb.rec.State != StateReady {
+		m.emit(sb.rec.ID, EventStopped)
+	}
+	return err
+}
+
+// Remove removes a stopped sandbox's files and record, stopping it first if
+// needed. Removing an unknown sandbox succeeds.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	sb, err := m.get(id)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.removed {
+		return nil
+	}
+	log := m.logger(&sb.rec, sb.config)
+	if err := m.teardownLocked(ctx, sb, log); err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	if err := m.removeLocked(sb); err != nil {
+		return err
+	}
+	m.emit(sb.rec.ID, EventDeleted)
+	return nil
+}
+
+// undoLocked reverses a Run that failed: teardown, then the files and
+// the record. If teardown fails the record stays, NOTREADY, so the kubelet's
+// stop and remove retry what is left.
+func (m *Manager) undoLocked(ctx context.Context, sb *Sandbox, log *slog.Logger) error {
+	if err := m.teardownLocked(ctx, sb, log); err != nil {
+		return err
+	}
+	if sb.rec.LogDirCreated {
+		// Only if still empty: never remove what someone put there.
+		_ = os.Remove(sb.config.GetLogDirectory())
+	}
+	return m.removeLocked(sb)
+}
+
+// teardownLocked releases everything a sandbox holds besides its files and
+// record, each step idempotent, and leaves it NOTREADY. Steps that fail are
+// kept in the record for the next call. The request's context only bounds
+// nothing here: cleanup always runs on a fresh bounded context, since a
+// kubelet that gave up must not leave half-released network state.
+func (m *Manager) teardownLocked(_ context.Context, sb *Sandbox, log *slog.Logger) error {
+	rec := &sb.rec
+	ctx, cancel := freshContext()
+	defer cancel()
+	start := time.Now()
+
+	if m.opts.StopContainers != nil {
+		if err := m.opts.StopContainers(ctx, rec.ID); err != nil {
+			return fmt.Errorf("sandbox %s: stop containers: %w", rec.ID, err)
+		}
+	}
+
+	// CNI DEL runs while the infra is killed and deleted: both take tens of
+	// milliseconds and neither needs the other (the netns is pinned).
+	var delDone chan error
+	if rec.NetworkAttached {
+		delDone = make(chan error, 1)
+		att := m.attachment(rec, sb.config)
+		go func() { delDone <- m.opts.Network.Teardown(ctx, att) }()
+	}
+
+	var errs []error
+	if sb.infra != nil {
+		if err := sb.infra.signal(unix.SIGKILL); err != nil {
+			errs = append(errs, fmt.Errorf("kill infra: %w", err))
+		} else {
+			wctx, wcancel := context.WithTimeout(ctx, infraKillTimeout)
+			if err := sb.infra.wait(wctx); err != nil {
+				errs = append(errs, fmt.Errorf("kill infra: %w", err))
+			}
+			wcancel()
+		}
+	}
+	if rec.InfraCreated {
+		rt, _, err := m.runtimeFor(rec.Handler)
+		if err == nil {
+			err = rt.Delete(ctx, rec.ID)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete infra container: %w", err))
+		} else {
+			rec.InfraCreated = false
+		}
+	}
+	if delDone != nil {
+		if err := <-delDone; err != nil {
+			errs = append(errs, fmt.Errorf("teardown network: %w", err))
+		} else {
+			rec.NetworkAttached = false
+		}
+	}
+	// The namespace is released only after a DEL that succeeded, so a
+	// retried DEL still finds the interfaces it must remove.
+	if rec.NetnsPath != "" && !rec.NetworkAttached {
+		if err := m.opts.Network.RemoveNetns(rec.NetnsPath); err != nil {
+			errs = append(errs, fmt.Errorf("remove network namespace: %w", err))
+		} else {
+			rec.NetnsPath = ""
+		}
+	}
+	if rec.ShmPath != "" {
+		if err := unmountAll(rec.ShmPath); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if rec.State != StateCreating || len(errs) > 0 {
+		rec.State = StateNotReady
+	}
+	// A Run being undone with nothing left over is about to be deleted:
+	// no need to write it.
+	if !(rec.State == StateCreating && len(errs) == 0) {
+		if err := m.persistLocked(sb); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	log.Debug("sandbox torn down", "duration", time.Since(start), "errors", len(errs))
+	if len(errs) > 0 {
+		return fmt.Errorf("sandbox %s: %w", rec.ID, errors.Join(errs...))
+	}
+	return nil
+}
+
+// removeLocked deletes the sandbox's files, record and name.
+func (m *Manager) removeLocked(sb *Sandbox) error {
+	rec := &sb.rec
+	if err := os.RemoveAll(m.dir(rec.ID)); err != nil {
+		return fmt.Errorf("sandbox %s: remove files: %w", rec.ID, err)
+	}
+	if err := m.opts.Store.Delete(store.Sandboxes, store.SandboxNames, rec.ID, rec.Name); err != nil {
+		return fmt.Errorf("sandbox %s: delete record: %w", rec.ID, err)
+	}
+	sb.removed = true
+	m.unindex(sb)
+	return nil
+}

@@ -1,0 +1,124 @@
+// Package store is huskd's one embedded transactional database (bbolt) under
+// the root dir. It holds records as JSON in named buckets and the name
+// reservations of sandboxes and containers; it knows nothing of what the
+// records mean.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket names. Each kind of record has its own bucket and, where names must
+// be unique, a names bucket mapping name → id.
+const (
+	Sandboxes     = "sandboxes"
+	SandboxNames  = "sandbox-names"
+	Containers    = "containers"
+	ContainerName = "container-names"
+)
+
+// Store wraps the database file.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens (creating) the database at path. bbolt holds an exclusive flock
+// on the file, so a second huskd on the same root fails here instead of
+// corrupting state; it gets a clear message after a short wait.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond, NoFreelistSync: true})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open store %s: locked by another process (is another huskd running on this root?)", path)
+		}
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{Sandboxes, SandboxNames, Containers, ContainerName} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: create buckets: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// DB is the underlying database, for packages that keep their own buckets.
+func (s *Store) DB() *bolt.DB { return s.db }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Create stores a new record under id and reserves name for it in one
+// transaction. A name held by another id fails with ErrAlreadyExists naming
+// the holder.
+func (s *Store) Create(bucket, namesBucket, id, name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", bucket, id, err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		names := tx.Bucket([]byte(namesBucket))
+		if holder := names.Get([]byte(name)); holder != nil && string(holder) != id {
+			return fmt.Errorf("name %q is reserved by %s: %w", name, holder, errdefs.ErrAlreadyExists)
+		}
+		recs := tx.Bucket([]byte(bucket))
+		if recs.Get([]byte(id)) != nil {
+			return fmt.Errorf("%s %s: %w", bucket, id, errdefs.ErrAlreadyExists)
+		}
+		if err := names.Put([]byte(name), []byte(id)); err != nil {
+			return err
+		}
+		return recs.Put([]byte(id), b)
+	})
+}
+
+// Put replaces the record under id.
+func (s *Store) Put(bucket, id string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s %s: %w", bucket, id, err)
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucket)).Put([]byte(id), b)
+	})
+}
+
+// Delete removes the record under id and its name reservation, if the name
+// is still held by id. Deleting what is not there succeeds.
+func (s *Store) Delete(bucket, namesBucket, id, name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		names := tx.Bucket([]byte(namesBucket))
+		if holder := names.Get([]byte(name)); holder != nil && string(holder) == id {
+			if err := names.Delete([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket([]byte(bucket)).Delete([]byte(id))
+	})
+}
+
+// List decodes every record of bucket with decode, in key order.
+func (s *Store) List(bucket string, decode func(id string, data []byte) error) error {
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucket)).ForEach(func(k, v []byte) error {
+			return decode(string(k), v)
+		})
+	})
+}
