@@ -6,7 +6,7 @@ require github.com/pelletier/go-toml/v2 v2.4.3
 
 require (
 	github.com/containerd/errdefs v1.0.0 // indirect
-	github.com/containernetworking/cni v1.3.1 // indirect
+	github.com/containernetworking/cni v1.2.3 // indirect
 	github.com/opencontainers/runtime-spec v1.3.0 // indirect
 	go.etcd.io/bbolt v1.5.0 // indirect
 	golang.org/x/net v0.60.0 // indirect

@@ -25,6 +25,11 @@ const (
 	ContainerTypeContainer     = "container"
 )
 
+// SpecVersion is the runtime-spec version written into bundles: the newest
+// that Debian's runc 1.1 and crun 1.8 both accept (crun rejects versions it
+// does not know, such as the 1.3.0 of the Go types).
+const SpecVersion = "1.0.2"
+
 // InfraPath is where the infra binary sits in its root filesystem.
 const InfraPath = "/husk-pause"
 
@@ -93,7 +98,7 @@ func InfraSpec(cfg *runtimeapi.PodSandboxConfig, s SandboxSpec) *specs.Spec {
 	oomScoreAdj := s.OOMScoreAdj
 	shares := uint64(2) // the infra only waits: give it the smallest CPU weight
 	spec := &specs.Spec{
-		Version: specs.Version,
+		Version: SpecVersion,
 		Process: &specs.Process{
 			Args:            []string{InfraPath},
 			Env:             []string{"PATH=/"},

@@ -24,6 +24,10 @@ import (
 	"github.com/huskrt/husk/internal/store"
 )
 
+// stepTimeout bounds one runtime or CNI step that runs detached from the
+// request: the kubelet's own RunPodSandbox timeout is 4 minutes.
+const stepTimeout = 4 * time.Minute
+
 // Name is the reserved name of a sandbox: what makes two RunPodSandbox calls
 // the same pod attempt.
 func Name(md *runtimeapi.PodSandboxMetadata) string {
@@ -150,6 +154,19 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		}
 	}()
 
+	// The runtime and the CNI plugins are never killed half-way: a runc or
+	// bridge plugin killed mid-setup leaves state nobody records and
+	// orphans nobody reaps. They run to the end on opCtx; a cancelled
+	// request is noticed between steps and undone.
+	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
+	defer cancel()
+	cancelled := func() error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("request ended: %w", err)
+		}
+		return nil
+	}
+
 	// 2. Directories: the sandbox's own and the pod log directory.
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return fmt.Errorf("make sandbox dir: %w", err)
@@ -175,6 +192,9 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 	timer.mark("files")
 
 	// 4. Network namespace, pinned.
+	if err := cancelled(); err != nil {
+		return err
+	}
 	if !hostNet {
 		p, err := m.opts.Network.CreateNetns(rec.ID)
 		if err != nil {
@@ -200,12 +220,12 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		att := m.attachment(rec, cfg)
 		go func() {
 			start := time.Now()
-			res, err := m.opts.Network.Setup(ctx, att)
+			res, err := m.opts.Network.Setup(opCtx, att)
 			log.Debug("cni add done", "duration", time.Since(start))
 			addDone <- addResult{res, err}
 		}()
 	}
-	infraErr := m.startInfra(ctx, sb, rt, dir)
+	infraErr := m.startInfra(opCtx, sb, rt, dir)
 	timer.mark("infra")
 	if addDone != nil {
 		r := <-addDone
@@ -217,6 +237,9 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 	}
 	if infraErr != nil {
 		return infraErr
+	}
+	if err := cancelled(); err != nil {
+		return err
 	}
 	select {
 	case <-sb.infra.exited:

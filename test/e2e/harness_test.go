@@ -68,7 +68,34 @@ func TestMain(m *testing.M) {
 	go reapOrphans(stop)
 	code := m.Run()
 	close(stop)
+	removePortmapScaffolding()
 	os.Exit(code)
+}
+
+// removePortmapScaffolding removes the chains the portmap plugin creates
+// once and shares between all pods (it never removes them), but only when
+// no pod on this machine maps a port any more: a husk serving the node may
+// use them.
+func removePortmapScaffolding() {
+	out, err := exec.Command("iptables", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT").Output()
+	if err != nil || strings.Contains(string(out), "-A CNI-HOSTPORT-DNAT") {
+		return
+	}
+	ipt := func(args ...string) bool {
+		return exec.Command("iptables", append([]string{"-t", "nat"}, args...)...).Run() == nil
+	}
+	for ipt("-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT") {
+	}
+	for ipt("-D", "OUTPUT", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "CNI-HOSTPORT-DNAT") {
+	}
+	for ipt("-D", "POSTROUTING", "-m", "comment", "--comment", "CNI portfwd requiring masquerade", "-j", "CNI-HOSTPORT-MASQ") {
+	}
+	for _, c := range []string{"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"} {
+		ipt("-F", c)
+	}
+	for _, c := range []string{"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-MASQ", "CNI-HOSTPORT-SETMARK"} {
+		ipt("-X", c)
+	}
 }
 
 // ensureHugetlb mounts the hugetlb v1 hierarchy crun needs on this hybrid

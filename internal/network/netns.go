@@ -1,0 +1,94 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// CreateNetns creates a network namespace for sandbox id, pins it with a
+// bind mount at <NetnsDir>/<id> so it outlives every process in it, and
+// brings its loopback up (so no loopback plugin needs to run).
+//
+// unshare(CLONE_NEWNET) changes the calling thread only. The work runs on a
+// fresh goroutine locked to its thread, and that goroutine exits still
+// locked, so the Go runtime discards the thread instead of reusing one that
+// sits in the pod's namespace.
+func (m *Manager) CreateNetns(id string) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return "", fmt.Errorf("netns for %q: not a usable name", id)
+	}
+	pin := filepath.Join(m.opts.NetnsDir, id)
+	f, err := os.OpenFile(pin, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return "", fmt.Errorf("netns for %s: create pin: %w", id, err)
+	}
+	f.Close()
+
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the thread dies with this goroutine.
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("unshare: %w", err)
+			return
+		}
+		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
+		if err := unix.Mount(self, pin, "", unix.MS_BIND, ""); err != nil {
+			errc <- fmt.Errorf("bind mount: %w", err)
+			return
+		}
+		if err := loopbackUp(); err != nil {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		_ = unix.Unmount(pin, unix.MNT_DETACH)
+		_ = os.Remove(pin)
+		return "", fmt.Errorf("netns for %s: %w", id, err)
+	}
+	return pin, nil
+}
+
+// loopbackUp sets IFF_UP on lo of the calling thread's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback up: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("loopback up: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback up: get flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback up: set flags: %w", err)
+	}
+	return nil
+}
+
+// RemoveNetns unmounts and removes a pin. A missing pin is already removed.
+func (m *Manager) RemoveNetns(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := unix.Unmount(path, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW); err != nil &&
+		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount netns %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove netns pin %s: %w", path, err)
+	}
+	return nil
+}
