@@ -1,0 +1,158 @@
+// Command husk-bench drives the same CRI calls against huskd and, in the
+// same run, against Debian's containerd, and prints medians, p90s and the
+// ratio husk/containerd. Each runtime gets its own temporary dirs, socket,
+// CNI bridge and subnet, all removed at the end.
+//
+//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-only husk|containerd] [-json out.json]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	huskd, pause string
+	n, pods      int
+	only         string
+	jsonOut      string
+	keep         bool
+}
+
+// result is one scenario's samples per runtime.
+type result struct {
+	Name    string               `json:"name"`
+	Unit    string               `json:"unit"`
+	Samples map[string][]float64 `json:"samples"`
+	// Target is the wanted upper bound of husk/containerd, 0 for none.
+	Target float64 `json:"target,omitempty"`
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.huskd, "huskd", "bin/huskd", "huskd binary")
+	flag.StringVar(&o.pause, "pause", "bin/husk-pause", "husk-pause binary")
+	flag.IntVar(&o.n, "n", 30, "sandboxes per latency scenario")
+	flag.IntVar(&o.pods, "pods", 20, "pods running for the memory scenario")
+	flag.StringVar(&o.only, "only", "", "run one side only: husk or containerd")
+	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintf(os.Stderr, "husk-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	for _, p := range []*string{&o.huskd, &o.pause} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return err
+		}
+		*p = abs
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	results := map[string]*result{}
+	add := func(name, unit, side string, target float64, v ...float64) {
+		r := results[name]
+		if r == nil {
+			r = &result{Name: name, Unit: unit, Samples: map[string][]float64{}, Target: target}
+			results[name] = r
+		}
+		r.Samples[side] = append(r.Samples[side], v...)
+	}
+	order := []string{"RunPodSandbox", "StopPodSandbox", "RemovePodSandbox", "per-pod private memory", "infra binary size", "infra RssAnon", "infra threads"}
+
+	start := time.Now()
+	for i, side := range []string{"containerd", "husk"} {
+		if o.only != "" && o.only != side {
+			continue
+		}
+		rt, err := startRuntime(ctx, side, o, i)
+		if err != nil {
+			return fmt.Errorf("%s: %w", side, err)
+		}
+		err = benchSandboxes(ctx, rt, o, func(name, unit string, target float64, v ...float64) {
+			add(name, unit, side, target, v...)
+		})
+		rt.close(o.keep)
+		if err != nil {
+			return fmt.Errorf("%s: %w", side, err)
+		}
+	}
+	if err := benchInfra(o, func(name, unit, side string, v ...float64) { add(name, unit, side, 0, v...) }); err != nil {
+		return err
+	}
+
+	fmt.Printf("\nhusk-bench: n=%d sandboxes per latency scenario, %d pods for memory, %s in all\n\n", o.n, o.pods, time.Since(start).Round(time.Second))
+	fmt.Printf("%-24s %12s %12s %12s %12s %10s %s\n", "scenario", "husk p50", "husk p90", "ctrd p50", "ctrd p90", "ratio p50", "target")
+	var list []*result
+	for _, name := range order {
+		r := results[name]
+		if r == nil {
+			continue
+		}
+		list = append(list, r)
+		h50, h90 := percentile(r.Samples["husk"], 50), percentile(r.Samples["husk"], 90)
+		c50, c90 := percentile(r.Samples["containerd"], 50), percentile(r.Samples["containerd"], 90)
+		ratio, target := "-", ""
+		if c50 > 0 && h50 > 0 {
+			ratio = fmt.Sprintf("%.2f", h50/c50)
+		}
+		if r.Target > 0 {
+			target = fmt.Sprintf("<= %.2f", r.Target)
+		}
+		fmt.Printf("%-24s %12s %12s %12s %12s %10s %s\n", r.Name, format(h50, r.Unit), format(h90, r.Unit),
+			format(c50, r.Unit), format(c90, r.Unit), ratio, target)
+	}
+	fmt.Println("\n(the containerd columns of the infra rows are Debian's catatonit -P, the smallest packaged pause)")
+	if o.jsonOut != "" {
+		b, _ := json.MarshalIndent(list, "", "  ")
+		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func percentile(v []float64, p int) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	i := (len(s)*p + 99) / 100
+	if i < 1 {
+		i = 1
+	}
+	return s[i-1]
+}
+
+func format(v float64, unit string) string {
+	if v == 0 {
+		return "-"
+	}
+	switch unit {
+	case "ms":
+		return fmt.Sprintf("%.1f ms", v)
+	case "KiB":
+		if v >= 1024 {
+			return fmt.Sprintf("%.2f MiB", v/1024)
+		}
+		return fmt.Sprintf("%.0f KiB", v)
+	default:
+		return strings.TrimSpace(fmt.Sprintf("%.0f %s", v, unit))
+	}
+}
