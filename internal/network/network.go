@@ -231,7 +231,8 @@ func (m *Manager) Setup(ctx context.Context, a Attachment) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("cni add for sandbox %s: %v: %w", a.SandboxID, err, errdefs.ErrUnavailable)
 	}
-	res, err := m.cni.AddNetworkList(ctx, list, a.runtimeConf())
+	rt := a.runtimeConf()
+	res, err := m.cni.AddNetworkList(ctx, withoutIdlePlugins(list, rt), rt)
 	if err != nil {
 		return Result{}, fmt.Errorf("cni add for sandbox %s (network %s): %w", a.SandboxID, list.Name, err)
 	}
@@ -240,6 +241,31 @@ func (m *Manager) Setup(ctx context.Context, a Attachment) (Result, error) {
 		return Result{}, fmt.Errorf("cni add for sandbox %s: convert result: %w", a.SandboxID, err)
 	}
 	return podIPs(r), nil
+}
+
+// capabilityOnly are plugins whose whole work comes from one runtime
+// capability: without it their ADD returns the previous result and their
+// DEL has nothing of this attachment to remove. Skipping them then saves a
+// plugin exec (and for portmap's DEL, several iptables execs) per call.
+var capabilityOnly = map[string]string{"portmap": "portMappings"}
+
+// withoutIdlePlugins drops capability-only plugins the attachment gives no
+// work. ADD and DEL decide alike, from the same capability args (DEL uses
+// the cached ones), so a plugin skipped at ADD is skipped at DEL.
+func withoutIdlePlugins(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) *libcni.NetworkConfigList {
+	keep := make([]*libcni.NetworkConfig, 0, len(list.Plugins))
+	for _, p := range list.Plugins {
+		if capName, ok := capabilityOnly[p.Network.Type]; ok && rt.CapabilityArgs[capName] == nil {
+			continue
+		}
+		keep = append(keep, p)
+	}
+	if len(keep) == len(list.Plugins) || len(keep) == 0 {
+		return list
+	}
+	trimmed := *list
+	trimmed.Plugins = keep
+	return &trimmed
 }
 
 // podIPs picks the pod's addresses: those on the pod's interface (or on no
@@ -286,7 +312,7 @@ func (m *Manager) Teardown(ctx context.Context, a Attachment) error {
 	if cached != nil {
 		rt.CapabilityArgs = cached.CapabilityArgs
 	}
-	if err := m.cni.DelNetworkList(ctx, list, rt); err != nil {
+	if err := m.cni.DelNetworkList(ctx, withoutIdlePlugins(list, rt), rt); err != nil {
 		return fmt.Errorf("cni del for sandbox %s (network %s): %w", a.SandboxID, list.Name, err)
 	}
 	return nil
