@@ -117,8 +117,7 @@ func TestNetworkNotReadyWithoutCNIConfig(t *testing.T) {
 // With write_default and an empty CNI dir, huskd writes its bridge network.
 func TestDefaultNetworkWritten(t *testing.T) {
 	t.Parallel()
-	var e *env
-	e = newEnv(t, withPlugins("-"))
+	e := newEnv(t, withPlugins("-"))
 	cfg, _ := os.ReadFile(e.configPath)
 	s := strings.Replace(string(cfg), "write_default = false", "write_default = true\ndefault_bridge = \""+e.bridge+"\"\ndefault_subnet = \""+e.subnet.String()+"\"", 1)
 	if err := os.WriteFile(e.configPath, []byte(s), 0o644); err != nil {

@@ -51,8 +51,7 @@ VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}';;
 esac
 exit 0
 `)
-	var e *env
-	e = newEnv(t, func(en *env) {
+	e := newEnv(t, func(en *env) {
 		en.plugins = en.bridgePlugin() + `, {"type": "failadd"}`
 		en.extraConfig = "" // set below, after the dirs exist
 	})
