@@ -232,6 +232,7 @@ func benchInfra(o options, rec func(name, unit, side string, v ...float64)) erro
 		rec("infra binary size", "KiB", c.side, float64(fi.Size())/1024)
 		for i := 0; i < 5; i++ {
 			cmd := exec.Command(c.argv[0], c.argv[1:]...)
+			cmd.Env = []string{"GOMAXPROCS=1"} // as husk runs its infra
 			if err := cmd.Start(); err != nil {
 				return err
 			}
