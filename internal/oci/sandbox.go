@@ -100,7 +100,7 @@ func InfraSpec(cfg *runtimeapi.PodSandboxConfig, s SandboxSpec) *specs.Spec {
 	spec := &specs.Spec{
 		Version: SpecVersion,
 		Process: &specs.Process{
-			Args:            []string{InfraPath},
+			Args: []string{InfraPath},
 			// GOMAXPROCS from the start, not only from main(): fewer
 			// threads and less memory in a process paid per pod.
 			Env:             []string{"PATH=/", "GOMAXPROCS=1"},
