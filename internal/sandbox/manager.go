@@ -169,6 +169,9 @@ type Options struct {
 	// StopContainers, when set, stops the sandbox's containers before its
 	// infra is killed.
 	StopContainers func(ctx context.Context, sandboxID string) error
+	// KnownContainer, when set, tells recovery which runtime containers
+	// that are not sandboxes belong to a known container.
+	KnownContainer func(id string) bool
 	// OnEvent, when set, hears every lifecycle event; it must not block.
 	OnEvent func(sandboxID string, t EventType)
 	Logger  *slog.Logger

@@ -97,8 +97,31 @@ func (m *Manager) Recover(ctx context.Context) error {
 	if len(rel.Attachments) > 0 || len(rel.Netns) > 0 {
 		m.log.Info("released network state of unknown sandboxes", "cni_attachments", rel.Attachments, "netns", rel.Netns)
 	}
+	m.deleteUnknownContainers(ctx, known)
 	m.removeStrayDirs(known)
 	return nil
+}
+
+// deleteUnknownContainers deletes, from every handler's runtime state, the
+// containers no record knows: an infra whose record was lost would
+// otherwise run, and hold its cgroup, forever.
+func (m *Manager) deleteUnknownContainers(ctx context.Context, known func(string) bool) {
+	for handler, rt := range m.opts.Runtimes {
+		ents, err := os.ReadDir(rt.Root)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !e.IsDir() || known(e.Name()) || (m.opts.KnownContainer != nil && m.opts.KnownContainer(e.Name())) {
+				continue
+			}
+			if err := rt.Delete(ctx, e.Name()); err != nil {
+				m.log.Error("delete container of no known sandbox", "handler", handler, "container_id", e.Name(), "error", err)
+				continue
+			}
+			m.log.Info("deleted container of no known sandbox", "handler", handler, "container_id", e.Name())
+		}
+	}
 }
 
 // infraAlive tells whether the recorded infra process still runs: same boot,

@@ -174,3 +174,53 @@ func TestBadInput(t *testing.T) {
 		t.Error("bad input wrote outside husk's directories")
 	}
 }
+
+// A CNI DEL that fails keeps the sandbox NOTREADY with its netns, and the
+// next stop retries it.
+func TestFailedDelIsRetried(t *testing.T) {
+	t.Parallel()
+	pluginDir, err := os.MkdirTemp("", "he2e-plugins-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pluginDir) })
+	marker := filepath.Join(pluginDir, "fail-del")
+	writeScript(t, filepath.Join(pluginDir, "faildel"), fmt.Sprintf(`case "$CNI_COMMAND" in
+ADD) echo '{"cniVersion":"1.0.0"}';;
+DEL) if [ -e %q ]; then echo '{"cniVersion":"1.0.0","code":11,"msg":"injected DEL failure"}'; exit 1; fi;;
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}';;
+esac
+exit 0
+`, marker))
+	e := newEnv(t, func(en *env) { en.plugins = `{"type": "faildel"}, ` + en.bridgePlugin() })
+	cfg, _ := os.ReadFile(e.configPath)
+	cfg = []byte(strings.Replace(string(cfg), `bin_dirs = [`, fmt.Sprintf(`bin_dirs = [%q, `, pluginDir), 1))
+	if err := os.WriteFile(e.configPath, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+	id := e.runPod(e.podConfig("faildel"), "")
+	_, info := e.status(id)
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.rt.StopPodSandbox(e.ctx(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: id})
+	if err == nil || !strings.Contains(err.Error(), "injected DEL failure") {
+		t.Fatalf("stop with failing DEL = %v", err)
+	}
+	if st, _ := e.status(id); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
+		t.Errorf("after failed DEL: %s", st.State)
+	}
+	if !exists(info.NetnsPath) {
+		t.Error("netns released before DEL succeeded")
+	}
+	// Remove cannot skip the DEL either; and a restart does not forget it.
+	if _, err := e.rt.RemovePodSandbox(e.ctx(), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err == nil {
+		t.Error("remove succeeded with a failing DEL")
+	}
+	e.kill9()
+	e.start()
+	os.Remove(marker)
+	e.stopRemove(id)
+	e.assertNoLeaks(id)
+}

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/store"
 )
 
 func TestSandboxLifecycle(t *testing.T) {
@@ -369,3 +371,38 @@ func isMount(path string) bool {
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 var _ = context.Background
+
+// A sandbox whose record is lost (say, a store restored from a backup) has
+// its network attachment, netns and infra container released at start.
+func TestStartReleasesUnknownSandboxes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start()
+	id := e.runPod(e.podConfig("lost"), "")
+	st, info := e.status(id)
+	e.kill9()
+	s, err := store.Open(filepath.Join(e.root, "husk.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(store.Sandboxes, store.SandboxNames, id, "lost_e2e_"+st.Metadata.Uid+"_0"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	e.start()
+	if resp, _ := e.rt.ListPodSandbox(e.ctx(), &runtimeapi.ListPodSandboxRequest{}); len(resp.GetItems()) != 0 {
+		t.Errorf("listed %v", resp.GetItems())
+	}
+	if len(e.logBuf.lines("released network state", id)) == 0 || len(e.logBuf.lines("deleted container of no known sandbox", id)) == 0 {
+		t.Errorf("start did not say what it released:\n%s", e.logs())
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for alive(info.PID) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive(info.PID) {
+		t.Errorf("infra %d of the unknown sandbox still runs", info.PID)
+	}
+	// Its sandbox dir is stray too.
+	e.assertNoLeaks(id)
+}
