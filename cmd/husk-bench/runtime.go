@@ -74,7 +74,7 @@ func startRuntime(ctx context.Context, side string, o options, index int) (*runt
 	}
 	switch side {
 	case "husk":
-		cfg := fmt.Sprintf("pause_binary = %q\n[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\ncache_dir = %q\nwrite_default = false\n",
+		cfg := fmt.Sprintf("pause_binary = %q\ncgroup_parent = \"/hbench-husk\"\n[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\ncache_dir = %q\nwrite_default = false\n",
 			o.pause, netDir, filepath.Join(dir, "cni"))
 		if err := os.WriteFile(filepath.Join(dir, "husk.toml"), []byte(cfg), 0o644); err != nil {
 			return nil, err
@@ -291,6 +291,15 @@ func (r *runtimeUnderTest) close(keep bool) {
 		}
 	}
 	_ = exec.Command("ip", "link", "del", r.bridge).Run()
+	// The runtimes' parent cgroups, when empty: husk's is the bench's own,
+	// containerd's default is /k8s.io.
+	for _, parent := range []string{"hbench-husk", "k8s.io"} {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+		for _, d := range dirs {
+			_ = unix.Rmdir(d)
+		}
+		_ = unix.Rmdir("/sys/fs/cgroup/" + parent)
+	}
 	if !keep {
 		_ = os.RemoveAll(r.dir)
 	} else {
