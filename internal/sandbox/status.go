@@ -29,14 +29,15 @@ func (m *Manager) Status(id string, verbose bool) (*runtimeapi.PodSandboxStatus,
 		return nil, nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
 	}
 	cfg := sb.config
+	item := listItem(v, cfg)
 	st := &runtimeapi.PodSandboxStatus{
-		Id:             v.ID,
-		Metadata:       cfg.GetMetadata(),
-		State:          criState(v.State),
-		CreatedAt:      v.CreatedAt,
-		Labels:         cfg.GetLabels(),
-		Annotations:    cfg.GetAnnotations(),
-		RuntimeHandler: v.Handler,
+		Id:             item.Id,
+		Metadata:       item.Metadata,
+		State:          item.State,
+		CreatedAt:      item.CreatedAt,
+		Labels:         item.Labels,
+		Annotations:    item.Annotations,
+		RuntimeHandler: item.RuntimeHandler,
 		Linux: &runtimeapi.LinuxPodSandboxStatus{
 			Namespaces: &runtimeapi.Namespace{Options: namespaceOptions(cfg)},
 		},
@@ -89,18 +90,23 @@ func (m *Manager) List(filter *runtimeapi.PodSandboxFilter) []*runtimeapi.PodSan
 		if !labelsMatch(cfg.GetLabels(), filter.GetLabelSelector()) {
 			continue
 		}
-		out = append(out, &runtimeapi.PodSandbox{
-			Id:             v.ID,
-			Metadata:       cfg.GetMetadata(),
-			State:          criState(v.State),
-			CreatedAt:      v.CreatedAt,
-			Labels:         cfg.GetLabels(),
-			Annotations:    cfg.GetAnnotations(),
-			RuntimeHandler: v.Handler,
-		})
+		out = append(out, listItem(v, cfg))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out
+}
+
+// listItem is a sandbox as ListPodSandbox shows it.
+func listItem(v *Record, cfg *runtimeapi.PodSandboxConfig) *runtimeapi.PodSandbox {
+	return &runtimeapi.PodSandbox{
+		Id:             v.ID,
+		Metadata:       cfg.GetMetadata(),
+		State:          criState(v.State),
+		CreatedAt:      v.CreatedAt,
+		Labels:         cfg.GetLabels(),
+		Annotations:    cfg.GetAnnotations(),
+		RuntimeHandler: v.Handler,
+	}
 }
 
 func labelsMatch(labels, selector map[string]string) bool {

@@ -23,18 +23,11 @@ const infraKillTimeout = 10 * time.Second
 // fails is returned and retried by the next Stop; the sandbox stays NOTREADY
 // with its attachment recorded.
 func (m *Manager) Stop(ctx context.Context, id string) error {
-	sb, err := m.get(id)
-	if err != nil {
-		if errdefs.IsNotFound(err) {
-			return nil
-		}
+	sb, err := m.lockExisting(id)
+	if sb == nil {
 		return err
 	}
-	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	if sb.removed {
-		return nil
-	}
 	wasReady := sb.rec.State == StateReady
 	err = m.teardownLocked(ctx, sb, m.logger(&sb.rec, sb.config))
 	if wasReady && sb.rec.State != StateReady {
@@ -46,18 +39,11 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 // Remove removes a stopped sandbox's files and record, stopping it first if
 // needed. Removing an unknown sandbox succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	sb, err := m.get(id)
-	if err != nil {
-		if errdefs.IsNotFound(err) {
-			return nil
-		}
+	sb, err := m.lockExisting(id)
+	if sb == nil {
 		return err
 	}
-	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	if sb.removed {
-		return nil
-	}
 	log := m.logger(&sb.rec, sb.config)
 	if err := m.teardownLocked(ctx, sb, log); err != nil {
 		return fmt.Errorf("remove: %w", err)
@@ -67,6 +53,25 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	m.emit(sb.rec.ID, EventDeleted)
 	return nil
+}
+
+// lockExisting returns the sandbox with its lock held, or nil when there is
+// nothing to act on: an unknown or already removed ID (nil error, as Stop
+// and Remove succeed for those) or a malformed one (the error).
+func (m *Manager) lockExisting(id string) (*Sandbox, error) {
+	sb, err := m.get(id)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	sb.mu.Lock()
+	if sb.removed {
+		sb.mu.Unlock()
+		return nil, nil
+	}
+	return sb, nil
 }
 
 // undoLocked reverses a Run that failed: teardown, then the files and
