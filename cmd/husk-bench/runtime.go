@@ -169,18 +169,35 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"), netDir)
 }
 
-// buildPauseImage compiles Kubernetes' pause.c statically and writes it as
-// an OCI image layout tarball named registry.k8s.io/pause:3.9.
+// buildPauseImage writes an OCI image layout tarball named
+// registry.k8s.io/pause:3.9 holding a static pause: Kubernetes' pause.c
+// from shared/critest/src beside the repo compiled with gcc -static, or,
+// where that source is not at hand, Debian's static catatonit -P.
 func buildPauseImage(dir string) (string, error) {
-	src := "/work/shared/critest/src/pause.c"
-	if _, err := os.Stat(src); err != nil {
-		exe, _ := os.Executable()
-		src = filepath.Join(filepath.Dir(exe), "..", "..", "shared", "critest", "src", "pause.c")
-	}
 	bin := filepath.Join(dir, "pause")
-	if out, err := exec.Command("gcc", "-static", "-Os", "-o", bin, src).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("compile pause.c: %v: %s", err, out)
+	entrypoint := []string{"/pause"}
+	src := ""
+	for _, c := range []string{"../shared/critest/src/pause.c", "/work/shared/critest/src/pause.c"} {
+		if _, err := os.Stat(c); err == nil {
+			src = c
+			break
+		}
 	}
+	if src != "" {
+		if out, err := exec.Command("gcc", "-static", "-Os", "-o", bin, src).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("compile pause.c: %v: %s", err, out)
+		}
+	} else {
+		b, err := os.ReadFile("/usr/bin/catatonit")
+		if err != nil {
+			return "", fmt.Errorf("no pause.c and no catatonit for the pause image: %w", err)
+		}
+		if err := os.WriteFile(bin, b, 0o755); err != nil {
+			return "", err
+		}
+		entrypoint = []string{"/pause", "-P"}
+	}
+	fmt.Fprintf(os.Stderr, "husk-bench: containerd pause image from %s\n", map[bool]string{true: src, false: "/usr/bin/catatonit -P"}[src != ""])
 	pauseBytes, err := os.ReadFile(bin)
 	if err != nil {
 		return "", err
@@ -200,7 +217,7 @@ func buildPauseImage(dir string) (string, error) {
 	layerDigest := digest(layer.Bytes())
 	config, _ := json.Marshal(map[string]any{
 		"architecture": "amd64", "os": "linux",
-		"config": map[string]any{"Entrypoint": []string{"/pause"}},
+		"config": map[string]any{"Entrypoint": entrypoint},
 		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDigest}},
 	})
 	manifest, _ := json.Marshal(map[string]any{
