@@ -73,23 +73,35 @@ func run(o options) error {
 		}
 		r.Samples[side] = append(r.Samples[side], v...)
 	}
-	order := []string{"RunPodSandbox", "StopPodSandbox", "RemovePodSandbox", "per-pod private memory", "infra binary size", "infra RssAnon", "infra threads"}
+	networks := []struct {
+		name string
+		masq bool
+	}{{"[bridge]", false}, {"[bridge+masq]", true}}
+	var order []string
+	for _, n := range networks {
+		for _, call := range []string{"RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"} {
+			order = append(order, call+" "+n.name)
+		}
+	}
+	order = append(order, "per-pod private memory", "infra binary size", "infra RssAnon", "infra threads")
 
 	start := time.Now()
-	for i, side := range []string{"containerd", "husk"} {
-		if o.only != "" && o.only != side {
-			continue
-		}
-		rt, err := startRuntime(ctx, side, o, i)
-		if err != nil {
-			return fmt.Errorf("%s: %w", side, err)
-		}
-		err = benchSandboxes(ctx, rt, o, func(name, unit string, target float64, v ...float64) {
-			add(name, unit, side, target, v...)
-		})
-		rt.close(o.keep)
-		if err != nil {
-			return fmt.Errorf("%s: %w", side, err)
+	for ni, n := range networks {
+		for i, side := range []string{"containerd", "husk"} {
+			if o.only != "" && o.only != side {
+				continue
+			}
+			rt, err := startRuntime(ctx, side, o, i, n.masq)
+			if err != nil {
+				return fmt.Errorf("%s: %w", side, err)
+			}
+			err = benchSandboxes(ctx, rt, o, n.name, ni == 0, func(name, unit string, target float64, v ...float64) {
+				add(name, unit, side, target, v...)
+			})
+			rt.close(o.keep)
+			if err != nil {
+				return fmt.Errorf("%s %s: %w", side, n.name, err)
+			}
 		}
 	}
 	if err := benchInfra(o, func(name, unit, side string, v ...float64) { add(name, unit, side, 0, v...) }); err != nil {
@@ -97,7 +109,7 @@ func run(o options) error {
 	}
 
 	fmt.Printf("\nhusk-bench: n=%d sandboxes per latency scenario, %d pods for memory, %s in all\n\n", o.n, o.pods, time.Since(start).Round(time.Second))
-	fmt.Printf("%-24s %12s %12s %12s %12s %10s %s\n", "scenario", "husk p50", "husk p90", "ctrd p50", "ctrd p90", "ratio p50", "target")
+	fmt.Printf("%-32s %12s %12s %12s %12s %10s %s\n", "scenario", "husk p50", "husk p90", "ctrd p50", "ctrd p90", "ratio p50", "target")
 	var list []*result
 	for _, name := range order {
 		r := results[name]
@@ -114,10 +126,12 @@ func run(o options) error {
 		if r.Target > 0 {
 			target = fmt.Sprintf("<= %.2f", r.Target)
 		}
-		fmt.Printf("%-24s %12s %12s %12s %12s %10s %s\n", r.Name, format(h50, r.Unit), format(h90, r.Unit),
+		fmt.Printf("%-32s %12s %12s %12s %12s %10s %s\n", r.Name, format(h50, r.Unit), format(h90, r.Unit),
 			format(c50, r.Unit), format(c90, r.Unit), ratio, target)
 	}
-	fmt.Println("\n(the containerd columns of the infra rows are Debian's catatonit -P, the smallest packaged pause)")
+	fmt.Println("\n[bridge]: bridge + host-local + portmap, the network of the issue's reference figures;")
+	fmt.Println("[bridge+masq]: the same with the bridge plugin's per-pod masquerade (ipMasq), as containerd's sample config.")
+	fmt.Println("The containerd columns of the infra rows are Debian's catatonit -P, the smallest packaged pause.")
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(list, "", "  ")
 		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {

@@ -38,7 +38,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // benchSandboxes times Run, Stop and Remove over o.n sandboxes (after 3
 // uncounted), then measures per-pod memory with o.pods pods running.
-func benchSandboxes(ctx context.Context, r *runtimeUnderTest, o options, rec record) error {
+func benchSandboxes(ctx context.Context, r *runtimeUnderTest, o options, network string, memory bool, rec record) error {
 	fmt.Fprintf(os.Stderr, "husk-bench: %s: %d sandboxes\n", r.side, o.n)
 	const warmup = 3
 	var ids []string
@@ -49,7 +49,7 @@ func benchSandboxes(ctx context.Context, r *runtimeUnderTest, o options, rec rec
 			return fmt.Errorf("RunPodSandbox: %w", err)
 		}
 		if i >= warmup {
-			rec("RunPodSandbox", "ms", 0.5, ms(time.Since(t)))
+			rec("RunPodSandbox "+network, "ms", 0.5, ms(time.Since(t)))
 		}
 		ids = append(ids, resp.PodSandboxId)
 	}
@@ -59,7 +59,7 @@ func benchSandboxes(ctx context.Context, r *runtimeUnderTest, o options, rec rec
 			return fmt.Errorf("StopPodSandbox: %w", err)
 		}
 		if i >= warmup {
-			rec("StopPodSandbox", "ms", 0, ms(time.Since(t)))
+			rec("StopPodSandbox "+network, "ms", 0, ms(time.Since(t)))
 		}
 	}
 	for i, id := range ids {
@@ -68,10 +68,13 @@ func benchSandboxes(ctx context.Context, r *runtimeUnderTest, o options, rec rec
 			return fmt.Errorf("RemovePodSandbox: %w", err)
 		}
 		if i >= warmup {
-			rec("RemovePodSandbox", "ms", 0, ms(time.Since(t)))
+			rec("RemovePodSandbox "+network, "ms", 0, ms(time.Since(t)))
 		}
 	}
 
+	if !memory {
+		return nil
+	}
 	// Memory: what the runtime adds per pod with o.pods pods running.
 	time.Sleep(500 * time.Millisecond)
 	daemonBefore := privateKiB(r.daemon.Process.Pid)
