@@ -128,7 +128,7 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 
 	if cfg.CNI.WriteDefault {
 		p, written, err := network.WriteDefaultConfig(cfg.CNI.ConfDir, network.DefaultNetwork{
-			Name: "husk", Bridge: cfg.CNI.DefaultBridge, Subnet: cfg.CNI.DefaultSubnet,
+			Name: cfg.CNI.DefaultName, Bridge: cfg.CNI.DefaultBridge, Subnet: cfg.CNI.DefaultSubnet,
 		})
 		if err != nil {
 			log.Warn("default CNI network not written", "error", err)

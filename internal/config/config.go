@@ -70,8 +70,10 @@ type CNI struct {
 	// CacheDir keeps CNI results for DEL and garbage collection; empty means
 	// <root>/cni.
 	CacheDir string `toml:"cache_dir"`
-	// DefaultNetwork is written to ConfDir when it holds no network config.
+	// WriteDefault writes a bridge network to ConfDir when it holds no
+	// network config: DefaultName, on bridge DefaultBridge, DefaultSubnet.
 	WriteDefault  bool   `toml:"write_default"`
+	DefaultName   string `toml:"default_name"`
 	DefaultBridge string `toml:"default_bridge"`
 	DefaultSubnet string `toml:"default_subnet"`
 }
@@ -143,6 +145,7 @@ func Default() *Config {
 			ConfDir:       "/etc/cni/net.d",
 			BinDirs:       []string{"/opt/cni/bin", "/usr/lib/cni"},
 			WriteDefault:  true,
+			DefaultName:   "husk",
 			DefaultBridge: "husk0",
 			DefaultSubnet: "10.88.0.0/16",
 		},
@@ -265,6 +268,9 @@ func (c *Config) Validate() error {
 	if c.CNI.WriteDefault {
 		if _, _, err := net.ParseCIDR(c.CNI.DefaultSubnet); err != nil {
 			bad("cni.default_subnet", "%q is not a CIDR", c.CNI.DefaultSubnet)
+		}
+		if c.CNI.DefaultName == "" || strings.ContainsAny(c.CNI.DefaultName, "/\x00 ") || strings.Contains(c.CNI.DefaultName, "..") {
+			bad("cni.default_name", "%q is not a usable network name", c.CNI.DefaultName)
 		}
 		if c.CNI.DefaultBridge == "" || len(c.CNI.DefaultBridge) > 15 {
 			bad("cni.default_bridge", "must be an interface name of 1 to 15 bytes, got %q", c.CNI.DefaultBridge)

@@ -119,7 +119,11 @@ func TestDefaultNetworkWritten(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, withPlugins("-"))
 	cfg, _ := os.ReadFile(e.configPath)
-	s := strings.Replace(string(cfg), "write_default = false", "write_default = true\ndefault_bridge = \""+e.bridge+"\"\ndefault_subnet = \""+e.subnet.String()+"\"", 1)
+	// Its own network name: host-local keeps the default network's
+	// allocations in /var/lib/cni/networks/<name>, removed below.
+	name := "e2e-" + e.bridge
+	t.Cleanup(func() { os.RemoveAll(filepath.Join("/var/lib/cni/networks", name)) })
+	s := strings.Replace(string(cfg), "write_default = false", "write_default = true\ndefault_name = \""+name+"\"\ndefault_bridge = \""+e.bridge+"\"\ndefault_subnet = \""+e.subnet.String()+"\"", 1)
 	if err := os.WriteFile(e.configPath, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +146,7 @@ func TestDefaultNetworkWritten(t *testing.T) {
 	e.stopRemove(id)
 	// The default network's host-local keeps its allocations in the
 	// system dir: check that this pod's address was released there.
-	if b, err := os.ReadFile(filepath.Join("/var/lib/cni/networks/husk", st.Network.Ip)); err == nil {
+	if b, err := os.ReadFile(filepath.Join("/var/lib/cni/networks", name, st.Network.Ip)); err == nil {
 		t.Errorf("IP %s still allocated: %s", st.Network.Ip, b)
 	}
 	e.assertNoLeaks(id)
