@@ -200,6 +200,10 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 	log.Info("huskd serving", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State,
 		"default_runtime", cfg.DefaultRuntime, "handlers", handlers, "pause", pause)
 
+	stopReaper := make(chan struct{})
+	defer close(stopReaper)
+	go reapOrphans(log, 2*time.Second, stopReaper)
+
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	errc := make(chan error, 1)

@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -169,4 +171,57 @@ func TestConfigDefaultCommand(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "cni.confdir") {
 		t.Errorf("unknown key: %v: %s", err, out)
 	}
+}
+
+// huskd is a child subreaper: what is orphaned below it comes back to it,
+// and it reaps what nobody waits for.
+func TestOrphansBelowHuskdAreReaped(t *testing.T) {
+	t.Parallel()
+	dir, err := os.MkdirTemp("", "he2e-rt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	leaky := filepath.Join(dir, "leaky-runtime")
+	// Leaves a child behind that exits a moment after the runtime did.
+	writeScript(t, leaky, `/bin/busybox sh -c 'sleep 0.3' </dev/null >/dev/null 2>&1 &
+for a; do [ "$a" = delete ] && exit 0; done
+echo "leaky runtime refuses" >&2
+exit 1
+`)
+	e := newEnv(t, withConfig(fmt.Sprintf("[runtimes.leaky]\npath = %q\n", leaky)))
+	e.start()
+	_, _ = e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: e.podConfig("leaky"), RuntimeHandler: "leaky"})
+	huskd := e.daemon.Process.Pid
+	deadline := time.Now().Add(10 * time.Second)
+	sawZombie := false
+	for {
+		zombies := 0
+		for _, p := range childrenOf(huskd) {
+			if _, st := procCommState(p); st == "Z" {
+				zombies++
+			}
+		}
+		sawZombie = sawZombie || zombies > 0
+		if sawZombie && zombies == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("zombies under huskd after 10s: %d (seen one: %v)", zombies, sawZombie)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.assertNoLeaks()
+}
+
+func childrenOf(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var out []int
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			out = append(out, atoi(f))
+		}
+	}
+	return out
 }
