@@ -193,6 +193,12 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 		CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
 	}))
 
+	images, err := cri.NewEmptyImageServer(filepath.Join(cfg.Root, "images"))
+	if err != nil {
+		return err
+	}
+	runtimeapi.RegisterImageServiceServer(srv, images)
+
 	lis, err := listen(cfg.Listen)
 	if err != nil {
 		return err

@@ -47,6 +47,16 @@ func TestDaemonBasics(t *testing.T) {
 	if !handlers["runc"] || !handlers["crun"] {
 		t.Errorf("handlers %v", st.RuntimeHandlers)
 	}
+	// The kubelet and crictl check the ImageService before anything else.
+	img := runtimeapi.NewImageServiceClient(e.conn)
+	fs, err := img.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+	if err != nil || len(fs.ImageFilesystems) != 1 || fs.ImageFilesystems[0].FsId.GetMountpoint() == "" ||
+		fs.ImageFilesystems[0].InodesUsed.GetValue() == 0 {
+		t.Errorf("ImageFsInfo = %v, %v", fs, err)
+	}
+	if l, err := img.ListImages(ctx, &runtimeapi.ListImagesRequest{}); err != nil || len(l.Images) != 0 {
+		t.Errorf("ListImages = %v, %v", l, err)
+	}
 	rc, err := e.rt.RuntimeConfig(ctx, &runtimeapi.RuntimeConfigRequest{})
 	if err != nil || rc.Linux.CgroupDriver != runtimeapi.CgroupDriver_CGROUPFS {
 		t.Errorf("RuntimeConfig = %v, %v", rc, err)
