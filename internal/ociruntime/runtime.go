@@ -6,7 +6,6 @@ package ociruntime
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-
-	"github.com/containerd/errdefs"
 )
 
 // Runtime is one handler's OCI runtime binary and state root.
@@ -114,23 +111,6 @@ func (r *Runtime) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// Kill sends sig to container id's process through the runtime.
-func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal, all bool) error {
-	args := []string{"kill"}
-	if all {
-		args = append(args, "--all")
-	}
-	args = append(args, id, strconv.Itoa(int(sig)))
-	out, err := r.exec(ctx, args...)
-	if err != nil {
-		if notExist(out) {
-			return fmt.Errorf("kill %s: %w", id, errdefs.ErrNotFound)
-		}
-		return &Error{Op: "kill", ID: id, Err: err, Output: out}
-	}
-	return nil
-}
-
 func (r *Runtime) exec(ctx context.Context, sub ...string) (string, error) {
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, r.Path, r.args(sub...)...)
@@ -161,6 +141,3 @@ func tail(path string) string {
 	}
 	return string(b)
 }
-
-// IsNotExist reports whether err says the container is unknown to the runtime.
-func IsNotExist(err error) bool { return errors.Is(err, errdefs.ErrNotFound) }

@@ -54,7 +54,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 			if r.NetnsPath != "" {
 				sb.rec.NetworkAttached = true
 			}
-			if err := m.undoLocked(ctx, sb, log); err != nil {
+			if err := m.undoLocked(sb, log); err != nil {
 				log.Error("undo of interrupted RunPodSandbox incomplete; kept NOTREADY", "error", err)
 			} else {
 				log.Info("undid interrupted RunPodSandbox")

@@ -146,9 +146,7 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 			return
 		}
 		err = fmt.Errorf("sandbox %s: %w", rec.ID, err)
-		cctx, cancel := freshContext()
-		defer cancel()
-		if uerr := m.undoLocked(cctx, sb, log); uerr != nil {
+		if uerr := m.undoLocked(sb, log); uerr != nil {
 			log.Error("undo of failed RunPodSandbox incomplete; sandbox kept NOTREADY for stop/remove to retry", "error", uerr)
 			err = errors.Join(err, fmt.Errorf("undo: %w", uerr))
 		}

@@ -29,7 +29,7 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	}
 	defer sb.mu.Unlock()
 	wasReady := sb.rec.State == StateReady
-	err = m.teardownLocked(ctx, sb, m.logger(&sb.rec, sb.config))
+	err = m.teardownLocked(sb, m.logger(&sb.rec, sb.config))
 	if wasReady && sb.rec.State != StateReady {
 		m.emit(sb.rec.ID, EventStopped)
 	}
@@ -45,7 +45,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	}
 	defer sb.mu.Unlock()
 	log := m.logger(&sb.rec, sb.config)
-	if err := m.teardownLocked(ctx, sb, log); err != nil {
+	if err := m.teardownLocked(sb, log); err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
 	if err := m.removeLocked(sb); err != nil {
@@ -77,8 +77,8 @@ func (m *Manager) lockExisting(id string) (*Sandbox, error) {
 // undoLocked reverses a Run that failed: teardown, then the files and
 // the record. If teardown fails the record stays, NOTREADY, so the kubelet's
 // stop and remove retry what is left.
-func (m *Manager) undoLocked(ctx context.Context, sb *Sandbox, log *slog.Logger) error {
-	if err := m.teardownLocked(ctx, sb, log); err != nil {
+func (m *Manager) undoLocked(sb *Sandbox, log *slog.Logger) error {
+	if err := m.teardownLocked(sb, log); err != nil {
 		return err
 	}
 	if sb.rec.LogDirCreated {
@@ -93,7 +93,7 @@ func (m *Manager) undoLocked(ctx context.Context, sb *Sandbox, log *slog.Logger)
 // kept in the record for the next call. The request's context only bounds
 // nothing here: cleanup always runs on a fresh bounded context, since a
 // kubelet that gave up must not leave half-released network state.
-func (m *Manager) teardownLocked(_ context.Context, sb *Sandbox, log *slog.Logger) error {
+func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	rec := &sb.rec
 	ctx, cancel := freshContext()
 	defer cancel()
