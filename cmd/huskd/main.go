@@ -24,6 +24,7 @@ import (
 
 	"github.com/huskrt/husk/internal/config"
 	"github.com/huskrt/husk/internal/cri"
+	"github.com/huskrt/husk/internal/image"
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/sandbox"
@@ -193,11 +194,18 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 		CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
 	}))
 
-	images, err := cri.NewEmptyImageServer(filepath.Join(cfg.Root, "images"))
+	var pinned []string
+	if cfg.PauseImage != "" {
+		pinned = append(pinned, cfg.PauseImage)
+	}
+	images, err := image.New(image.Options{
+		Root: filepath.Join(cfg.Root, "images"), DB: st.DB(), Registries: cfg.Registries,
+		PullProgressTimeout: time.Duration(cfg.ImagePullProgressTimeout), PinnedImages: pinned, Logger: log,
+	})
 	if err != nil {
 		return err
 	}
-	runtimeapi.RegisterImageServiceServer(srv, images)
+	runtimeapi.RegisterImageServiceServer(srv, cri.NewImageServer(images))
 
 	lis, err := listen(cfg.Listen)
 	if err != nil {

@@ -1,0 +1,510 @@
+package image
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/config"
+)
+
+// Auth is the credentials of a pull request.
+type Auth struct {
+	Username, Password, Auth, IdentityToken, RegistryToken string
+}
+
+func (a *Auth) authenticator() authn.Authenticator {
+	if a == nil || *a == (Auth{}) {
+		return nil
+	}
+	return authn.FromConfig(authn.AuthConfig{
+		Username: a.Username, Password: a.Password, Auth: a.Auth,
+		IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken,
+	})
+}
+
+// endpoint is one place to pull a registry's content from.
+type endpoint struct {
+	host     string // host[:port]
+	insecure bool   // plain HTTP
+	cfg      config.Registry
+}
+
+// endpoints lists, in order, the mirrors configured for host (or for "*"),
+// then host itself unless skip_upstream.
+func (s *Service) endpoints(host string) ([]endpoint, error) {
+	cfg, ok := s.opts.Registries[host]
+	if !ok {
+		cfg = s.opts.Registries["*"]
+	}
+	var out []endpoint
+	for _, e := range cfg.Endpoints {
+		switch {
+		case strings.HasPrefix(e, "http://"):
+			out = append(out, endpoint{host: strings.TrimSuffix(strings.TrimPrefix(e, "http://"), "/"), insecure: true, cfg: cfg})
+		case strings.HasPrefix(e, "https://"):
+			out = append(out, endpoint{host: strings.TrimSuffix(strings.TrimPrefix(e, "https://"), "/"), cfg: cfg})
+		default:
+			return nil, fmt.Errorf("registry %s: endpoint %q is not an http(s) URL: %w", host, e, errdefs.ErrInvalidArgument)
+		}
+	}
+	if !cfg.SkipUpstream {
+		up := cfg
+		up.Endpoints = nil
+		if own, ok := s.opts.Registries[host]; ok {
+			up = own
+		}
+		out = append(out, endpoint{host: host, cfg: up})
+	}
+	return out, nil
+}
+
+func (e endpoint) transport() (http.RoundTripper, error) {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if e.cfg.CAFile != "" || e.cfg.InsecureSkipVerify {
+		tc := &tls.Config{InsecureSkipVerify: e.cfg.InsecureSkipVerify} //nolint:gosec // the operator asked for it
+		if e.cfg.CAFile != "" {
+			pem, err := os.ReadFile(e.cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("ca_file: %w", err)
+			}
+			pool, _ := x509.SystemCertPool()
+			if pool == nil {
+				pool = x509.NewCertPool()
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("ca_file %s: no certificate", e.cfg.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		t.TLSClientConfig = tc
+	}
+	return t, nil
+}
+
+// configAuth is the configured credentials of an endpoint's registry.
+func (e endpoint) configAuth() *Auth {
+	c := e.cfg
+	return &Auth{Username: c.Username, Password: c.Password, Auth: c.Auth, IdentityToken: c.IdentityToken}
+}
+
+// Pull fetches ref and returns its image ID. Identical concurrent pulls
+// are one pull; layers already unpacked are not fetched again.
+func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (string, error) {
+	r, err := ParseReference(ref)
+	if err != nil {
+		return "", err
+	}
+	key := r.String()
+	if auth != nil {
+		key += "\x00" + auth.Username + "\x00" + auth.Password + "\x00" + auth.Auth + "\x00" + auth.IdentityToken + "\x00" + auth.RegistryToken
+	}
+	return s.pulls.do(ctx, key, func() (string, error) { return s.pull(context.WithoutCancel(ctx), r, auth) })
+}
+
+func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, error) {
+	eps, err := s.endpoints(r.Host)
+	if err != nil {
+		return "", err
+	}
+	platform := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	var tried []string
+	for _, ep := range eps {
+		id, err := s.pullFrom(ctx, r, ep, auth, platform)
+		if err == nil {
+			return id, nil
+		}
+		scheme := "https://"
+		if ep.insecure {
+			scheme = "http://"
+		}
+		tried = append(tried, fmt.Sprintf("%s%s: %v", scheme, ep.host, err))
+	}
+	if len(tried) == 0 {
+		return "", fmt.Errorf("pull %s: no endpoint configured (skip_upstream without endpoints): %w", r, errdefs.ErrInvalidArgument)
+	}
+	return "", fmt.Errorf("pull %s: every endpoint failed: %s: %w", r, strings.Join(tried, "; "), errdefs.ErrNotFound)
+}
+
+// pullFrom pulls r from one endpoint: manifest (the platform's, from an
+// index), config, then the layers not yet unpacked, then the record.
+func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *Auth, platform v1.Platform) (string, error) {
+	nref, err := r.on(ep.host, ep.insecure)
+	if err != nil {
+		return "", err
+	}
+	tr, err := ep.transport()
+	if err != nil {
+		return "", err
+	}
+	a := auth.authenticator()
+	if a == nil {
+		a = ep.configAuth().authenticator()
+	}
+	if a == nil {
+		a = authn.Anonymous
+	}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(tr), remote.WithAuth(a), remote.WithPlatform(platform)}
+	desc, err := remote.Get(nref, opts...)
+	if err != nil {
+		return "", classify(err)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return "", fmt.Errorf("resolve %s for %s/%s: %w", desc.Digest, platform.OS, platform.Architecture, classify(err))
+	}
+	manifest, err := img.RawManifest()
+	if err != nil {
+		return "", classify(err)
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return "", classify(err)
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return "", classify(err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return "", classify(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return "", classify(err)
+	}
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return "", fmt.Errorf("image %s: %d layers but %d diff IDs", cfgName, len(m.Layers), len(cf.RootFS.DiffIDs))
+	}
+	if err := s.writeBlob(cfgName.String(), strings.NewReader(string(cfg))); err != nil {
+		return "", err
+	}
+	size := uint64(m.Config.Size)
+	layers, err := img.Layers()
+	if err != nil {
+		return "", classify(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(layers))
+	for i, l := range layers {
+		size += uint64(m.Layers[i].Size)
+		wg.Add(1)
+		go func(i int, l v1.Layer) {
+			defer wg.Done()
+			diffID := cf.RootFS.DiffIDs[i].String()
+			_, errs[i] = s.layers.do(ctx, diffID, func() (struct{}, error) {
+				return struct{}{}, s.fetchLayer(ctx, l, m.Layers[i].Digest.String(), diffID)
+			})
+		}(i, l)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return "", err
+	}
+	diffIDs := make([]string, len(cf.RootFS.DiffIDs))
+	for i, d := range cf.RootFS.DiffIDs {
+		diffIDs[i] = d.String()
+	}
+	rec := &Image{ID: cfgName.String(), Size: size, Layers: diffIDs, Manifest: manifest, Config: cfg}
+	if err := s.record(rec, r, desc.Digest.String()); err != nil {
+		return "", err
+	}
+	return rec.ID, nil
+}
+
+// classify maps registry errors to errdefs kinds.
+func classify(err error) error {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		switch terr.StatusCode {
+		case http.StatusNotFound:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return fmt.Errorf("%w: %w", err, errdefs.ErrUnauthenticated)
+		}
+	}
+	return err
+}
+
+// record stores the image under ID, adds r as a tag or digest name, moves
+// the tag from any image that held it, and drops images left nameless.
+func (s *Service) record(rec *Image, r Reference, digest string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	repoDigest := r.Name() + "@" + digest
+	return s.opts.DB.Update(func(tx *bolt.Tx) error {
+		imgs, tags := tx.Bucket([]byte(bucketImages)), tx.Bucket([]byte(bucketTags))
+		if old := imgs.Get([]byte(rec.ID)); old != nil {
+			var prev Image
+			if err := json.Unmarshal(old, &prev); err == nil {
+				rec.RepoTags, rec.RepoDigests = prev.RepoTags, prev.RepoDigests
+			}
+		}
+		if r.Tag != "" {
+			tag := r.String()
+			if holder := tags.Get([]byte(tag)); holder != nil && string(holder) != rec.ID {
+				if b := imgs.Get(holder); b != nil {
+					var prev Image
+					if err := json.Unmarshal(b, &prev); err == nil {
+						prev.RepoTags = without(prev.RepoTags, tag)
+						nb, _ := json.Marshal(&prev)
+						if err := imgs.Put(holder, nb); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			if err := tags.Put([]byte(tag), []byte(rec.ID)); err != nil {
+				return err
+			}
+			rec.RepoTags = appendNew(rec.RepoTags, tag)
+		}
+		rec.RepoDigests = appendNew(rec.RepoDigests, repoDigest)
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		return imgs.Put([]byte(rec.ID), b)
+	})
+}
+
+func appendNew(list []string, v string) []string {
+	for _, x := range list {
+		if x == v {
+			return list
+		}
+	}
+	return append(list, v)
+}
+
+// fetchLayer downloads a layer blob (verified) and unpacks it into its
+// layer dir, each through a temporary name renamed into place, so a
+// crash never leaves a half layer that a later pull would trust.
+func (s *Service) fetchLayer(ctx context.Context, l v1.Layer, digest, diffID string) error {
+	dir := s.layerDir(diffID)
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if _, err := os.Stat(s.blobPath(digest)); err != nil {
+		rc, err := l.Compressed()
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", digest, classify(err))
+		}
+		err = s.writeBlob(digest, s.progressReader(ctx, rc, digest))
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	tmp, err := os.MkdirTemp(filepath.Join(s.opts.Root, "tmp"), "layer-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	f, err := os.Open(s.blobPath(digest))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r, err := decompress(f)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", digest, err)
+	}
+	h := sha256.New()
+	if err := unpack(io.TeeReader(r, h), tmp); err != nil {
+		return fmt.Errorf("layer %s: %w", digest, err)
+	}
+	// The rest of the stream (tar padding) counts for the diff ID too.
+	if _, err := io.Copy(h, r); err != nil {
+		return fmt.Errorf("layer %s: %w", digest, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
+		return fmt.Errorf("layer %s: uncompressed digest %s, config says %s", digest, got, diffID)
+	}
+	if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("layer %s: %w", digest, err)
+	}
+	return nil
+}
+
+// decompress recognises gzip; anything else must be a plain tar.
+func decompress(f *os.File) (io.Reader, error) {
+	br := bufio.NewReader(f)
+	magic, err := br.Peek(2)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		return gzip.NewReader(br)
+	}
+	if m, _ := br.Peek(4); len(m) == 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd {
+		return nil, fmt.Errorf("zstd layers are not supported yet: %w", errdefs.ErrNotImplemented)
+	}
+	return br, nil
+}
+
+// writeBlob writes r to the content store under digest, hashing as it
+// writes; a blob whose content does not match is never kept.
+func (s *Service) writeBlob(digest string, r io.Reader) error {
+	dst := s.blobPath(digest)
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Join(s.opts.Root, "tmp"), "blob-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	_, err = io.Copy(io.MultiWriter(tmp, h), r)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", digest, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+		return fmt.Errorf("blob %s: content has digest %s", digest, got)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fmt.Errorf("blob %s: %w", digest, err)
+	}
+	return nil
+}
+
+// progressReader fails a download that makes no progress for the pull
+// progress timeout.
+func (s *Service) progressReader(ctx context.Context, r io.Reader, what string) io.Reader {
+	return &stallReader{ctx: ctx, r: r, timeout: s.opts.PullProgressTimeout, what: what}
+}
+
+type stallReader struct {
+	ctx     context.Context
+	r       io.Reader
+	timeout time.Duration
+	what    string
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := s.r.Read(p)
+		done <- result{n, err}
+	}()
+	t := time.NewTimer(s.timeout)
+	defer t.Stop()
+	select {
+	case res := <-done:
+		return res.n, res.err
+	case <-t.C:
+		return 0, fmt.Errorf("download of %s made no progress for %s: %w", s.what, s.timeout, context.DeadlineExceeded)
+	case <-s.ctx.Done():
+		return 0, s.ctx.Err()
+	}
+}
+
+// flight runs one call per key at a time; later callers get its result.
+type flight[T any] struct {
+	mu    sync.Mutex
+	calls map[string]*flightCall[T]
+}
+
+type flightCall[T any] struct {
+	done chan struct{}
+	val  T
+	err  error
+}
+
+func (f *flight[T]) do(ctx context.Context, key string, fn func() (T, error)) (T, error) {
+	f.mu.Lock()
+	if f.calls == nil {
+		f.calls = map[string]*flightCall[T]{}
+	}
+	c, ok := f.calls[key]
+	if !ok {
+		c = &flightCall[T]{done: make(chan struct{})}
+		f.calls[key] = c
+		f.mu.Unlock()
+		c.val, c.err = fn()
+		f.mu.Lock()
+		delete(f.calls, key)
+		f.mu.Unlock()
+		close(c.done)
+		return c.val, c.err
+	}
+	f.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.val, c.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// busy reports whether a call for key (a layer's hex or diff ID) runs.
+func (f *flight[T]) busy(hexOrKey string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, a := f.calls[hexOrKey]
+	_, b := f.calls["sha256:"+hexOrKey]
+	return a || b
+}
+
+// mountPoint finds the mount point of the filesystem holding path.
+func mountPoint(path string) (string, error) {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		return "", err
+	}
+	for p != "/" {
+		parent := filepath.Dir(p)
+		var pst unix.Stat_t
+		if err := unix.Stat(parent, &pst); err != nil {
+			return "", err
+		}
+		if pst.Dev != st.Dev {
+			return p, nil
+		}
+		p = parent
+	}
+	return "/", nil
+}
+
+func diskUsage(fi os.FileInfo) int64 {
+	if st, ok := fi.Sys().(*unix.Stat_t); ok {
+		return st.Blocks * 512
+	}
+	return fi.Size()
+}

@@ -1,0 +1,341 @@
+package image
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/huskrt/husk/internal/config"
+)
+
+// Buckets of the image records in the daemon's database.
+const (
+	bucketImages = "images"
+	bucketTags   = "image-tags" // repo tag -> image ID
+)
+
+// Options configure a Service. cmd/huskd builds them from the config.
+type Options struct {
+	// Root holds blobs/, layers/ and tmp/.
+	Root string
+	// DB is the daemon's database; images keep their own buckets in it.
+	DB                  *bolt.DB
+	Registries          map[string]config.Registry
+	PullProgressTimeout time.Duration
+	// PinnedImages are references reported pinned (the pause image).
+	PinnedImages []string
+	Logger       *slog.Logger
+}
+
+// Image is an image record, persisted as JSON.
+type Image struct {
+	// ID is the config digest, the ImageRef the kubelet stores.
+	ID          string   `json:"id"`
+	RepoTags    []string `json:"repoTags,omitempty"`
+	RepoDigests []string `json:"repoDigests,omitempty"`
+	// Size is the compressed size of config and layers, as registries
+	// and other runtimes report it.
+	Size uint64 `json:"size"`
+	// Layers are the layers' diff IDs, lowest first.
+	Layers   []string `json:"layers"`
+	Manifest []byte   `json:"manifest"`
+	Config   []byte   `json:"config"`
+}
+
+// ConfigFile decodes the image config.
+func (i *Image) ConfigFile() (*v1.ConfigFile, error) {
+	var c v1.ConfigFile
+	if err := json.Unmarshal(i.Config, &c); err != nil {
+		return nil, fmt.Errorf("image %s: config: %w", i.ID, err)
+	}
+	return &c, nil
+}
+
+// Service is the image store.
+type Service struct {
+	opts Options
+	log  *slog.Logger
+
+	// pulls merges identical concurrent pulls; layers merges concurrent
+	// fetches of one layer by different pulls.
+	pulls  flight[string]
+	layers flight[struct{}]
+
+	// mu serialises record changes with the GC of layers, so a layer a
+	// pull just unpacked is never removed before its record exists.
+	mu sync.Mutex
+}
+
+// New opens the store and removes what no record refers to (layers and
+// blobs left by a crash mid-pull, temporary downloads).
+func New(opts Options) (*Service, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.PullProgressTimeout <= 0 {
+		opts.PullProgressTimeout = 5 * time.Minute
+	}
+	for _, d := range []string{"blobs/sha256", "layers", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(opts.Root, d), 0o700); err != nil {
+			return nil, fmt.Errorf("image store: %w", err)
+		}
+	}
+	err := opts.DB.Update(func(tx *bolt.Tx) error {
+		for _, b := range []string{bucketImages, bucketTags} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	s := &Service{opts: opts, log: opts.Logger}
+	if err := os.RemoveAll(filepath.Join(opts.Root, "tmp")); err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(opts.Root, "tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	if removed, err := s.gc(); err != nil {
+		return nil, err
+	} else if len(removed) > 0 {
+		s.log.Info("removed image data no image refers to", "items", removed)
+	}
+	return s, nil
+}
+
+func (s *Service) layerDir(diffID string) string {
+	return filepath.Join(s.opts.Root, "layers", strings.TrimPrefix(diffID, "sha256:"))
+}
+
+func (s *Service) blobPath(digest string) string {
+	return filepath.Join(s.opts.Root, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+}
+
+// LayerDirs returns the image's unpacked layers, lowest first, for overlay.
+func (s *Service) LayerDirs(img *Image) []string {
+	out := make([]string, len(img.Layers))
+	for i, l := range img.Layers {
+		out[i] = s.layerDir(l)
+	}
+	return out
+}
+
+// List returns every image, ordered by ID.
+func (s *Service) List() ([]*Image, error) {
+	var out []*Image
+	err := s.opts.DB.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketImages)).ForEach(func(_, v []byte) error {
+			var img Image
+			if err := json.Unmarshal(v, &img); err != nil {
+				return err
+			}
+			out = append(out, &img)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	return out, nil
+}
+
+// Resolve finds an image by ID (sha256:... or bare hex), unique ID prefix,
+// repo tag or repo digest, in any of their normalised spellings.
+func (s *Service) Resolve(ref string) (*Image, error) {
+	if ref == "" {
+		return nil, fmt.Errorf("image reference is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	imgs, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	id := ref
+	if !strings.HasPrefix(id, "sha256:") && isHex(id) {
+		id = "sha256:" + id
+	}
+	var byPrefix []*Image
+	for _, img := range imgs {
+		if img.ID == id {
+			return img, nil
+		}
+		if strings.HasPrefix(id, "sha256:") && len(id) >= len("sha256:")+6 && strings.HasPrefix(img.ID, id) {
+			byPrefix = append(byPrefix, img)
+		}
+	}
+	if r, err := ParseReference(ref); err == nil {
+		for _, img := range imgs {
+			for _, t := range append(append([]string(nil), img.RepoTags...), img.RepoDigests...) {
+				if t == r.String() {
+					return img, nil
+				}
+			}
+		}
+	}
+	if len(byPrefix) == 1 {
+		return byPrefix[0], nil
+	}
+	return nil, fmt.Errorf("image %q: %w", ref, errdefs.ErrNotFound)
+}
+
+// Pinned reports whether img is one of the configured pinned images.
+func (s *Service) Pinned(img *Image) bool {
+	for _, p := range s.opts.PinnedImages {
+		if r, err := ParseReference(p); err == nil {
+			for _, t := range append(append([]string(nil), img.RepoTags...), img.RepoDigests...) {
+				if t == r.String() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Remove removes a tag or digest reference from its image, or the whole
+// image when ref is its ID or its last name; then frees the layers and
+// blobs nothing uses any more. Removing an unknown image succeeds.
+func (s *Service) Remove(ref string) error {
+	img, err := s.Resolve(ref)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, perr := ParseReference(ref)
+	whole := perr != nil || img.ID == ref || strings.TrimPrefix(img.ID, "sha256:") == ref
+	err = s.opts.DB.Update(func(tx *bolt.Tx) error {
+		imgs, tags := tx.Bucket([]byte(bucketImages)), tx.Bucket([]byte(bucketTags))
+		if !whole {
+			img.RepoTags = without(img.RepoTags, r.String())
+			img.RepoDigests = without(img.RepoDigests, r.String())
+			if r.Tag != "" {
+				if err := tags.Delete([]byte(r.String())); err != nil {
+					return err
+				}
+			}
+			if len(img.RepoTags)+len(img.RepoDigests) > 0 {
+				b, err := json.Marshal(img)
+				if err != nil {
+					return err
+				}
+				return imgs.Put([]byte(img.ID), b)
+			}
+		}
+		for _, t := range img.RepoTags {
+			if err := tags.Delete([]byte(t)); err != nil {
+				return err
+			}
+		}
+		return imgs.Delete([]byte(img.ID))
+	})
+	if err != nil {
+		return fmt.Errorf("remove image %s: %w", img.ID, err)
+	}
+	if _, err := s.gcLocked(); err != nil {
+		return fmt.Errorf("remove image %s: %w", img.ID, err)
+	}
+	return nil
+}
+
+func without(list []string, v string) []string {
+	out := list[:0:0]
+	for _, x := range list {
+		if x != v {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// gc removes layer dirs and blobs no record refers to.
+func (s *Service) gc() ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gcLocked()
+}
+
+func (s *Service) gcLocked() ([]string, error) {
+	imgs, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	usedLayers, usedBlobs := map[string]bool{}, map[string]bool{}
+	for _, img := range imgs {
+		for _, l := range img.Layers {
+			usedLayers[strings.TrimPrefix(l, "sha256:")] = true
+		}
+		var m v1.Manifest
+		if err := json.Unmarshal(img.Manifest, &m); err == nil {
+			usedBlobs[m.Config.Digest.Hex] = true
+			for _, l := range m.Layers {
+				usedBlobs[l.Digest.Hex] = true
+			}
+		}
+	}
+	var removed []string
+	for dir, used := range map[string]map[string]bool{"layers": usedLayers, "blobs/sha256": usedBlobs} {
+		ents, err := os.ReadDir(filepath.Join(s.opts.Root, dir))
+		if err != nil {
+			return removed, fmt.Errorf("image gc: %w", err)
+		}
+		for _, e := range ents {
+			if used[e.Name()] || s.layers.busy(e.Name()) {
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(s.opts.Root, dir, e.Name())); err != nil {
+				return removed, fmt.Errorf("image gc: %w", err)
+			}
+			removed = append(removed, dir+"/"+e.Name())
+		}
+	}
+	sort.Strings(removed)
+	return removed, nil
+}
+
+// FsInfo is the store's usage: bytes and inodes under Root, and the mount
+// point of the filesystem holding it.
+func (s *Service) FsInfo() (bytes, inodes uint64, mountpoint string, err error) {
+	err = filepath.WalkDir(s.opts.Root, func(_ string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		inodes++
+		if info, err := d.Info(); err == nil {
+			bytes += uint64(diskUsage(info))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, "", err
+	}
+	mountpoint, err = mountPoint(s.opts.Root)
+	return bytes, inodes, mountpoint, err
+}
+
+func isHex(s string) bool {
+	if len(s) < 6 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
