@@ -22,6 +22,7 @@ import (
 
 type options struct {
 	huskd, pause string
+	registry     string // host:port of the bench's image registry
 	n, pods      int
 	only         string
 	jsonOut      string
@@ -83,7 +84,14 @@ func run(o options) error {
 			order = append(order, call+" "+n.name)
 		}
 	}
-	order = append(order, "per-pod private memory", "infra binary size", "infra RssAnon", "infra threads")
+	order = append(order, "per-pod private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
+		listImagesScenario, "infra binary size", "infra RssAnon", "infra threads")
+	imgs, err := startImages()
+	if err != nil {
+		return fmt.Errorf("bench images: %w", err)
+	}
+	defer imgs.close()
+	o.registry = imgs.host
 
 	start := time.Now()
 	for ni, n := range networks {
@@ -95,9 +103,11 @@ func run(o options) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", side, err)
 			}
-			err = benchSandboxes(ctx, rt, o, n.name, ni == 0, func(name, unit string, target float64, v ...float64) {
-				add(name, unit, side, target, v...)
-			})
+			rec := func(name, unit string, target float64, v ...float64) { add(name, unit, side, target, v...) }
+			err = benchSandboxes(ctx, rt, o, n.name, ni == 0, rec)
+			if err == nil && ni == 0 {
+				err = benchImagePulls(ctx, rt, imgs, rec)
+			}
 			rt.close(o.keep)
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", side, n.name, err)

@@ -75,8 +75,8 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 	}
 	switch side {
 	case "husk":
-		cfg := fmt.Sprintf("pause_binary = %q\ncgroup_parent = \"/hbench-husk\"\n[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\ncache_dir = %q\nwrite_default = false\n",
-			o.pause, netDir, filepath.Join(dir, "cni"))
+		cfg := fmt.Sprintf("pause_binary = %q\ncgroup_parent = \"/hbench-husk\"\n[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\ncache_dir = %q\nwrite_default = false\n[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n",
+			o.pause, netDir, filepath.Join(dir, "cni"), o.registry)
 		if err := os.WriteFile(filepath.Join(dir, "husk.toml"), []byte(cfg), 0o644); err != nil {
 			return nil, err
 		}
@@ -88,7 +88,7 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 			return nil, err
 		}
 		cfgPath := filepath.Join(dir, "containerd.toml")
-		if err := os.WriteFile(cfgPath, []byte(containerdConfig(dir, r.socket, netDir)), 0o644); err != nil {
+		if err := os.WriteFile(cfgPath, []byte(containerdConfig(dir, r.socket, netDir, o.registry)), 0o644); err != nil {
 			return nil, err
 		}
 		r.daemon = exec.Command("containerd", "--config", cfgPath)
@@ -140,7 +140,7 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 	return r, nil
 }
 
-func containerdConfig(dir, socket, netDir string) string {
+func containerdConfig(dir, socket, netDir, registry string) string {
 	return fmt.Sprintf(`version = 2
 root = %q
 state = %q
@@ -167,7 +167,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"), netDir)
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]
+    endpoint = ["http://%s"]
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"), netDir, registry)
 }
 
 // buildPauseImage writes an OCI image layout tarball named
