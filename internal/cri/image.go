@@ -32,19 +32,17 @@ func (s *ImageServer) criImage(img *image.Image) *runtimeapi.Image {
 		Size:        img.Size,
 		Pinned:      s.images.Pinned(img),
 	}
-	if cf, err := img.ConfigFile(); err == nil {
-		// The kubelet wants a numeric user as uid, a name as username.
-		user := cf.Config.User
-		if i := indexByte(user, ':'); i >= 0 {
-			user = user[:i]
-		}
-		if uid, err := strconv.ParseInt(user, 10, 64); err == nil {
-			out.Uid = &runtimeapi.Int64Value{Value: uid}
-		} else {
-			out.Username = user
-		}
-		out.Spec = &runtimeapi.ImageSpec{Image: img.ID, Annotations: cf.Config.Labels}
+	// The kubelet wants a numeric user as uid, a name as username.
+	user := img.User
+	if i := indexByte(user, ':'); i >= 0 {
+		user = user[:i]
 	}
+	if uid, err := strconv.ParseInt(user, 10, 64); err == nil {
+		out.Uid = &runtimeapi.Int64Value{Value: uid}
+	} else {
+		out.Username = user
+	}
+	out.Spec = &runtimeapi.ImageSpec{Image: img.ID, Annotations: img.Labels}
 	return out
 }
 

@@ -199,6 +199,14 @@ func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *
 	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
 		return "", fmt.Errorf("image %s: %d layers but %d diff IDs", cfgName, len(m.Layers), len(cf.RootFS.DiffIDs))
 	}
+	// Until the record exists, nothing refers to what this pull writes:
+	// keep GC (a concurrent RemoveImage) away from it.
+	held := []string{cfgName.Hex}
+	for i, l := range m.Layers {
+		held = append(held, l.Digest.Hex, cf.RootFS.DiffIDs[i].Hex)
+	}
+	release := s.hold(held)
+	defer release()
 	if err := s.writeBlob(cfgName.String(), strings.NewReader(string(cfg))); err != nil {
 		return "", err
 	}
@@ -228,7 +236,8 @@ func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *
 	for i, d := range cf.RootFS.DiffIDs {
 		diffIDs[i] = d.String()
 	}
-	rec := &Image{ID: cfgName.String(), Size: size, Layers: diffIDs, Manifest: manifest, Config: cfg}
+	rec := &Image{ID: cfgName.String(), Size: size, Layers: diffIDs, Manifest: manifest, Config: cfg,
+		User: cf.Config.User, Labels: cf.Config.Labels}
 	if err := s.record(rec, r, desc.Digest.String()); err != nil {
 		return "", err
 	}
@@ -255,7 +264,8 @@ func (s *Service) record(rec *Image, r Reference, digest string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	repoDigest := r.Name() + "@" + digest
-	return s.opts.DB.Update(func(tx *bolt.Tx) error {
+	changed := map[string]*Image{}
+	err := s.opts.DB.Update(func(tx *bolt.Tx) error {
 		imgs, tags := tx.Bucket([]byte(bucketImages)), tx.Bucket([]byte(bucketTags))
 		if old := imgs.Get([]byte(rec.ID)); old != nil {
 			var prev Image
@@ -274,6 +284,7 @@ func (s *Service) record(rec *Image, r Reference, digest string) error {
 						if err := imgs.Put(holder, nb); err != nil {
 							return err
 						}
+						changed[prev.ID] = &prev
 					}
 				}
 			}
@@ -287,8 +298,14 @@ func (s *Service) record(rec *Image, r Reference, digest string) error {
 		if err != nil {
 			return err
 		}
+		changed[rec.ID] = rec
 		return imgs.Put([]byte(rec.ID), b)
 	})
+	if err != nil {
+		return fmt.Errorf("record image %s: %w", rec.ID, err)
+	}
+	s.setIndex(changed)
+	return nil
 }
 
 func appendNew(list []string, v string) []string {
@@ -467,15 +484,6 @@ func (f *flight[T]) do(ctx context.Context, key string, fn func() (T, error)) (T
 		var zero T
 		return zero, ctx.Err()
 	}
-}
-
-// busy reports whether a call for key (a layer's hex or diff ID) runs.
-func (f *flight[T]) busy(hexOrKey string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	_, a := f.calls[hexOrKey]
-	_, b := f.calls["sha256:"+hexOrKey]
-	return a || b
 }
 
 // mountPoint finds the mount point of the filesystem holding path.

@@ -50,6 +50,10 @@ type Image struct {
 	Layers   []string `json:"layers"`
 	Manifest []byte   `json:"manifest"`
 	Config   []byte   `json:"config"`
+	// User and Labels are copied from the config at pull, so listing
+	// needs no config decoding.
+	User   string            `json:"user,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // ConfigFile decodes the image config.
@@ -74,6 +78,17 @@ type Service struct {
 	// mu serialises record changes with the GC of layers, so a layer a
 	// pull just unpacked is never removed before its record exists.
 	mu sync.Mutex
+
+	// pendingMu guards pending: layers (diff ID hex) and blobs (digest
+	// hex) of pulls that have not recorded their image yet, which GC
+	// must keep.
+	pendingMu sync.Mutex
+	pending   map[string]int
+
+	// indexMu guards index, the records by ID: what the database holds,
+	// kept in memory so listing does not decode every record.
+	indexMu sync.RWMutex
+	index   map[string]*Image
 }
 
 // New opens the store and removes what no record refers to (layers and
@@ -101,7 +116,20 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
-	s := &Service{opts: opts, log: opts.Logger}
+	s := &Service{opts: opts, log: opts.Logger, index: map[string]*Image{}, pending: map[string]int{}}
+	err = opts.DB.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketImages)).ForEach(func(k, v []byte) error {
+			var img Image
+			if err := json.Unmarshal(v, &img); err != nil {
+				return fmt.Errorf("image record %s: %w", k, err)
+			}
+			s.index[img.ID] = &img
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
 	if err := os.RemoveAll(filepath.Join(opts.Root, "tmp")); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
@@ -133,23 +161,30 @@ func (s *Service) LayerDirs(img *Image) []string {
 	return out
 }
 
-// List returns every image, ordered by ID.
+// List returns every image, ordered by ID. The records are shared: callers
+// must not modify them.
 func (s *Service) List() ([]*Image, error) {
-	var out []*Image
-	err := s.opts.DB.View(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(bucketImages)).ForEach(func(_, v []byte) error {
-			var img Image
-			if err := json.Unmarshal(v, &img); err != nil {
-				return err
-			}
-			out = append(out, &img)
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list images: %w", err)
+	s.indexMu.RLock()
+	out := make([]*Image, 0, len(s.index))
+	for _, img := range s.index {
+		out = append(out, img)
 	}
+	s.indexMu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
+}
+
+// setIndex publishes the records a committed transaction wrote (nil: deleted).
+func (s *Service) setIndex(recs map[string]*Image) {
+	s.indexMu.Lock()
+	defer s.indexMu.Unlock()
+	for id, img := range recs {
+		if img == nil {
+			delete(s.index, id)
+		} else {
+			s.index[id] = img
+		}
+	}
 }
 
 // Resolve finds an image by ID (sha256:... or bare hex), unique ID prefix,
@@ -217,6 +252,9 @@ func (s *Service) Remove(ref string) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	cp := *img
+	img = &cp
+	changed := map[string]*Image{}
 	r, perr := ParseReference(ref)
 	whole := perr != nil || img.ID == ref || strings.TrimPrefix(img.ID, "sha256:") == ref
 	err = s.opts.DB.Update(func(tx *bolt.Tx) error {
@@ -234,6 +272,7 @@ func (s *Service) Remove(ref string) error {
 				if err != nil {
 					return err
 				}
+				changed[img.ID] = img
 				return imgs.Put([]byte(img.ID), b)
 			}
 		}
@@ -242,11 +281,13 @@ func (s *Service) Remove(ref string) error {
 				return err
 			}
 		}
+		changed[img.ID] = nil
 		return imgs.Delete([]byte(img.ID))
 	})
 	if err != nil {
 		return fmt.Errorf("remove image %s: %w", img.ID, err)
 	}
+	s.setIndex(changed)
 	if _, err := s.gcLocked(); err != nil {
 		return fmt.Errorf("remove image %s: %w", img.ID, err)
 	}
@@ -295,7 +336,7 @@ func (s *Service) gcLocked() ([]string, error) {
 			return removed, fmt.Errorf("image gc: %w", err)
 		}
 		for _, e := range ents {
-			if used[e.Name()] || s.layers.busy(e.Name()) {
+			if used[e.Name()] || s.isPending(e.Name()) {
 				continue
 			}
 			if err := os.RemoveAll(filepath.Join(s.opts.Root, dir, e.Name())); err != nil {
@@ -326,6 +367,30 @@ func (s *Service) FsInfo() (bytes, inodes uint64, mountpoint string, err error) 
 	}
 	mountpoint, err = mountPoint(s.opts.Root)
 	return bytes, inodes, mountpoint, err
+}
+
+// hold protects the named layers and blobs from GC until release.
+func (s *Service) hold(hexes []string) (release func()) {
+	s.pendingMu.Lock()
+	for _, h := range hexes {
+		s.pending[h]++
+	}
+	s.pendingMu.Unlock()
+	return func() {
+		s.pendingMu.Lock()
+		for _, h := range hexes {
+			if s.pending[h]--; s.pending[h] <= 0 {
+				delete(s.pending, h)
+			}
+		}
+		s.pendingMu.Unlock()
+	}
+}
+
+func (s *Service) isPending(hex string) bool {
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	return s.pending[hex] > 0
 }
 
 func isHex(s string) bool {
