@@ -219,6 +219,17 @@ func TestPullResolveRemove(t *testing.T) {
 	if r, err := s.Resolve(id); err != nil || strings.Join(r.RepoTags, ",") != "docker.io/library/busybox:v2" {
 		t.Fatalf("after removing a tag: %v, %v", r, err)
 	}
+	// Removing the last tag removes the image, though a digest still
+	// names it.
+	if err := s.Remove("docker.io/library/busybox:v2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Resolve(id); !errdefs.IsNotFound(err) {
+		t.Errorf("after removing the last tag: %v", err)
+	}
+	if _, err := s.Pull(ctx, "busybox", nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Remove(id); err != nil {
 		t.Fatal(err)
 	}

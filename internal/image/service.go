@@ -267,7 +267,10 @@ func (s *Service) Remove(ref string) error {
 					return err
 				}
 			}
-			if len(img.RepoTags)+len(img.RepoDigests) > 0 {
+			// The image stays while a tag names it; a digest name alone
+			// keeps it only if it was not a tag that was removed (as
+			// `crictl rmi busybox` of the last tag removes the image).
+			if len(img.RepoTags) > 0 || (r.Tag == "" && len(img.RepoDigests) > 0) {
 				b, err := json.Marshal(img)
 				if err != nil {
 					return err
