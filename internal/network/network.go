@@ -232,7 +232,18 @@ func (m *Manager) Setup(ctx context.Context, a Attachment) (Result, error) {
 		return Result{}, fmt.Errorf("cni add for sandbox %s: %v: %w", a.SandboxID, err, errdefs.ErrUnavailable)
 	}
 	rt := a.runtimeConf()
-	res, err := m.cni.AddNetworkList(ctx, withoutIdlePlugins(list, rt), rt)
+	plugins := withoutIdlePlugins(list, rt)
+	res, err := m.cni.AddNetworkList(ctx, plugins, rt)
+	if err != nil && chainCreateRace(err) {
+		// portmap (and the bridge's masquerade) check for their shared
+		// top-level chains and then create them: two first ADDs at once,
+		// in this huskd or another, can both see none and one fails.
+		// Undo the partial ADD and try once more; the chain exists now.
+		m.log.Debug("cni add lost an iptables chain creation race; retrying", "pod_sandbox_id", a.SandboxID)
+		if derr := m.cni.DelNetworkList(ctx, plugins, rt); derr == nil {
+			res, err = m.cni.AddNetworkList(ctx, plugins, rt)
+		}
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("cni add for sandbox %s (network %s): %w", a.SandboxID, list.Name, err)
 	}
@@ -266,6 +277,13 @@ func withoutIdlePlugins(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) 
 	trimmed := *list
 	trimmed.Plugins = keep
 	return &trimmed
+}
+
+// chainCreateRace recognises iptables refusing to create a chain that
+// appeared between a plugin's existence check and its create.
+func chainCreateRace(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "CHAIN_USER_ADD failed (File exists)") || strings.Contains(msg, "Chain already exists")
 }
 
 // podIPs picks the pod's addresses: those on the pod's interface (or on no

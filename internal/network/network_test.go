@@ -1,6 +1,7 @@
 package network
 
 import (
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -130,5 +131,17 @@ func TestPodIPs(t *testing.T) {
 	got := podIPs(r)
 	if strings.Join(got.IPs, ",") != "10.88.0.2,fd00::2" {
 		t.Errorf("podIPs = %v, want IPv4 first and no host-side address", got.IPs)
+	}
+}
+
+func TestChainCreateRace(t *testing.T) {
+	for msg, want := range map[string]bool{
+		`plugin type="portmap" failed (add): failed to create top-level DNAT chain: running [/usr/sbin/iptables -t nat -N CNI-HOSTPORT-DNAT --wait]: exit status 4: iptables v1.8.9 (nf_tables):  CHAIN_USER_ADD failed (File exists): chain CNI-HOSTPORT-DNAT`: true,
+		`iptables: Chain already exists.`: true,
+		`plugin type="bridge" failed (add): failed to allocate for range 0: no IP addresses available in range set`: false,
+	} {
+		if got := chainCreateRace(errors.New(msg)); got != want {
+			t.Errorf("chainCreateRace(%q) = %v, want %v", msg, got, want)
+		}
 	}
 }
