@@ -19,6 +19,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -277,7 +278,7 @@ func TestWhiteoutsBecomeOverlayWhiteouts(t *testing.T) {
 		t.Errorf("a/f1 whiteout: %v mode %o rdev %d", err, st.Mode, st.Rdev)
 	}
 	buf := make([]byte, 8)
-	if n, err := unix.Lgetxattr(filepath.Join(dirs[1], "b"), overlayOpaque, buf); err != nil || string(buf[:n]) != "y" {
+	if n, err := unix.Lgetxattr(filepath.Join(dirs[1], "b"), "trusted.overlay.opaque", buf); err != nil || string(buf[:n]) != "y" {
 		t.Errorf("b opaque xattr: %q, %v", buf[:n], err)
 	}
 	if err := unix.Lstat(filepath.Join(dirs[0], "suid"), &st); err != nil || st.Mode&0o7777 != 0o4755 || st.Uid != 12 || st.Gid != 34 {
@@ -293,6 +294,32 @@ func TestWhiteoutsBecomeOverlayWhiteouts(t *testing.T) {
 	}
 }
 
+func TestZstdLayer(t *testing.T) {
+	needRoot(t)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "z", Typeflag: tar.TypeReg, Mode: 0o644, Size: 5})
+	_, _ = tw.Write([]byte("zstd!"))
+	tw.Close()
+	b := buf.Bytes()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil },
+		tarball.WithCompression(compression.ZStd), tarball.WithMediaType(types.OCILayerZStd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := newRegistry(t, nil)
+	reg.push(t, "library/zstd:1", imageOf(t, l))
+	dir := t.TempDir()
+	s := newService(t, filepath.Join(dir, "images"), openDB(t, dir), mirror(reg.host))
+	if _, err := s.Pull(context.Background(), "zstd:1", nil); err != nil {
+		t.Fatal(err)
+	}
+	img, _ := s.Resolve("zstd:1")
+	if got, err := os.ReadFile(filepath.Join(s.LayerDirs(img)[0], "z")); err != nil || string(got) != "zstd!" {
+		t.Errorf("zstd layer file = %q, %v", got, err)
+	}
+}
+
 func TestMaliciousLayersRejected(t *testing.T) {
 	needRoot(t)
 	outside := t.TempDir()
@@ -300,6 +327,7 @@ func TestMaliciousLayersRejected(t *testing.T) {
 		"dotdot":          {{Name: "../../../../../../" + strings.TrimPrefix(outside, "/") + "/evil", Typeflag: tar.TypeReg}},
 		"through symlink": {{Name: "esc", Typeflag: tar.TypeSymlink, Linkname: outside}, {Name: "esc/evil", Typeflag: tar.TypeReg}},
 		"hard link out":   {{Name: "h", Typeflag: tar.TypeLink, Linkname: "../../../../etc/passwd"}},
+		"absolute":        {{Name: outside + "/evil", Typeflag: tar.TypeReg}},
 	}
 	for name, entries := range cases {
 		t.Run(name, func(t *testing.T) {

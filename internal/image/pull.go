@@ -1,8 +1,6 @@
 package image
 
 import (
-	"bufio"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -20,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -346,12 +345,14 @@ func (s *Service) fetchLayer(ctx context.Context, l v1.Layer, digest, diffID str
 		return err
 	}
 	defer f.Close()
-	r, err := decompress(f)
+	// gzip, zstd or plain tar, told apart by their magic numbers.
+	r, err := compression.DecompressStream(f)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", digest, err)
 	}
+	defer r.Close()
 	h := sha256.New()
-	if err := unpack(io.TeeReader(r, h), tmp); err != nil {
+	if err := unpack(ctx, io.TeeReader(r, h), tmp); err != nil {
 		return fmt.Errorf("layer %s: %w", digest, err)
 	}
 	// The rest of the stream (tar padding) counts for the diff ID too.
@@ -365,22 +366,6 @@ func (s *Service) fetchLayer(ctx context.Context, l v1.Layer, digest, diffID str
 		return fmt.Errorf("layer %s: %w", digest, err)
 	}
 	return nil
-}
-
-// decompress recognises gzip; anything else must be a plain tar.
-func decompress(f *os.File) (io.Reader, error) {
-	br := bufio.NewReader(f)
-	magic, err := br.Peek(2)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
-	}
-	if len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		return gzip.NewReader(br)
-	}
-	if m, _ := br.Peek(4); len(m) == 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd {
-		return nil, fmt.Errorf("zstd layers are not supported yet: %w", errdefs.ErrNotImplemented)
-	}
-	return br, nil
 }
 
 // writeBlob writes r to the content store under digest, hashing as it

@@ -129,8 +129,12 @@ func (m *Manager) load(files []string) (*libcni.NetworkConfigList, error) {
 		if strings.HasSuffix(f, ".conflist") {
 			list, err = libcni.ConfListFromFile(f)
 		} else {
+			// Single-plugin .conf files are deprecated by CNI but still
+			// on nodes; containerd and CRI-O read them too.
 			var conf *libcni.NetworkConfig
+			//lint:ignore SA1019 see above
 			if conf, err = libcni.ConfFromFile(f); err == nil {
+				//lint:ignore SA1019 see above
 				list, err = libcni.ConfListFromConf(conf)
 			}
 		}
@@ -350,10 +354,12 @@ func (m *Manager) cachedList(id string) (*libcni.NetworkConfigList, *libcni.Netw
 		list, err := libcni.ConfListFromBytes(att.Config)
 		if err != nil {
 			// Older caches hold a single plugin config.
+			//lint:ignore SA1019 caches written from a .conf file
 			conf, cerr := libcni.ConfFromBytes(att.Config)
 			if cerr != nil {
 				return nil, nil, fmt.Errorf("cni cache for sandbox %s: %w", id, err)
 			}
+			//lint:ignore SA1019 as above
 			if list, err = libcni.ConfListFromConf(conf); err != nil {
 				return nil, nil, fmt.Errorf("cni cache for sandbox %s: %w", id, err)
 			}
