@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/pem"
 	"io"
 	"log"
 	"net/http"
@@ -505,3 +506,76 @@ func TestRestartRemovesOrphans(t *testing.T) {
 }
 
 func nopLogger() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// TestTLSCAAndTokenAuth pulls over TLS trusting a configured CA file, and
+// through a registry that wants bearer tokens: an identity token from the
+// request is exchanged at the token server (OAuth2 refresh grant), a
+// registry token is sent as it is.
+func TestTLSCAAndTokenAuth(t *testing.T) {
+	needRoot(t)
+	const identityToken, accessToken = "id-7f3a", "access-91c2"
+	var protect atomic.Bool
+	var srv *httptest.Server
+	reg := registry.New(registry.Logger(nopLogger()))
+	srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			_ = r.ParseForm()
+			if r.Form.Get("grant_type") != "refresh_token" || r.Form.Get("refresh_token") != identityToken {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"access_token":"` + accessToken + `","expires_in":300}`))
+			return
+		}
+		if protect.Load() && r.Header.Get("Authorization") != "Bearer "+accessToken {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+srv.URL+`/token",service="test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "https://")
+	ref, _ := name.NewTag(host + "/library/tls:1")
+	img := imageOf(t, layerOf(t, &tar.Header{Name: "over-tls", Typeflag: tar.TypeReg}))
+	if err := remote.Write(ref, img, remote.WithTransport(srv.Client().Transport)); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := img.ConfigName()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	regs := func(ca string) map[string]config.Registry {
+		return map[string]config.Registry{"*": {Endpoints: []string{"https://" + host}, SkipUpstream: true, CAFile: ca}}
+	}
+	pull := func(name string, regs map[string]config.Registry, auth *Auth) (string, error) {
+		d := filepath.Join(dir, name)
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return newService(t, filepath.Join(d, "images"), openDB(t, d), regs).Pull(context.Background(), "tls:1", auth)
+	}
+
+	if _, err := pull("no-ca", regs(""), nil); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("pull without the CA = %v, want a certificate error", err)
+	}
+	if id, err := pull("ca", regs(caFile), nil); err != nil || id != want.String() {
+		t.Errorf("pull trusting the CA file = %s, %v; want %s", id, err, want)
+	}
+	protect.Store(true)
+	if _, err := pull("anonymous", regs(caFile), nil); !errdefs.IsUnauthorized(err) {
+		t.Errorf("anonymous pull from a token registry = %v, want Unauthenticated", err)
+	}
+	if id, err := pull("identity", regs(caFile), &Auth{IdentityToken: identityToken}); err != nil || id != want.String() {
+		t.Errorf("pull with an identity token = %s, %v", id, err)
+	}
+	if _, err := pull("bad-identity", regs(caFile), &Auth{IdentityToken: "wrong"}); err == nil {
+		t.Error("pull with a wrong identity token succeeded")
+	}
+	if id, err := pull("registry-token", regs(caFile), &Auth{RegistryToken: accessToken}); err != nil || id != want.String() {
+		t.Errorf("pull with a registry token = %s, %v", id, err)
+	}
+}

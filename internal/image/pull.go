@@ -131,10 +131,21 @@ func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, er
 	}
 	platform := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	var tried []string
+	var kind error = errdefs.ErrNotFound
 	for _, ep := range eps {
 		id, err := s.pullFrom(ctx, r, ep, auth, platform)
 		if err == nil {
 			return id, nil
+		}
+		// The final error says what the user must fix: credentials when
+		// any endpoint refused them, the reference when every endpoint
+		// lacks it, else the registries themselves.
+		switch {
+		case errdefs.IsUnauthorized(err):
+			kind = errdefs.ErrUnauthenticated
+		case errdefs.IsNotFound(err):
+		case kind == errdefs.ErrNotFound:
+			kind = errdefs.ErrUnavailable
 		}
 		scheme := "https://"
 		if ep.insecure {
@@ -145,7 +156,7 @@ func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, er
 	if len(tried) == 0 {
 		return "", fmt.Errorf("pull %s: no endpoint configured (skip_upstream without endpoints): %w", r, errdefs.ErrInvalidArgument)
 	}
-	return "", fmt.Errorf("pull %s: every endpoint failed: %s: %w", r, strings.Join(tried, "; "), errdefs.ErrNotFound)
+	return "", fmt.Errorf("pull %s: every endpoint failed: %s: %w", r, strings.Join(tried, "; "), kind)
 }
 
 // pullFrom pulls r from one endpoint: manifest (the platform's, from an
