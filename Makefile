@@ -19,6 +19,7 @@ deps:
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/huskd ./cmd/huskd
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/husk-pause ./cmd/husk-pause
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/husk-monitor ./cmd/husk-monitor
 
 run: deps build
 	exec $(BIN)/huskd $(ARGS)

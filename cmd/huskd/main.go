@@ -23,6 +23,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/config"
+	"github.com/huskrt/husk/internal/container"
 	"github.com/huskrt/husk/internal/cri"
 	"github.com/huskrt/husk/internal/image"
 	"github.com/huskrt/husk/internal/network"
@@ -166,22 +167,63 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 		return err
 	}
 
-	sandboxes, err := sandbox.New(sandbox.Options{
+	monitorBin, err := findSibling("husk-monitor")
+	if err != nil {
+		return err
+	}
+	events := cri.NewEvents()
+	var sandboxes *sandbox.Manager
+	containers, err := container.New(container.Options{
+		RootDir: cfg.Root, StateDir: cfg.State, Store: st,
+		Sandbox:  func(id string) (container.SandboxInfo, error) { return sandboxInfo(sandboxes, cfg, id) },
+		Runtimes: runtimes, DefaultRuntime: cfg.DefaultRuntime, MonitorBinary: monitorBin,
+		CgroupDriver: cfg.CgroupDriver, Logger: log,
+		OnEvent: func(r *container.Record, t container.EventType) {
+			events.Publish(&runtimeapi.ContainerEventResponse{ContainerId: r.ID, ContainerEventType: runtimeapi.ContainerEventType(t)})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := containers.Recover(ctx); err != nil {
+		return err
+	}
+
+	sandboxes, err = sandbox.New(sandbox.Options{
 		StateDir: cfg.State, NetnsDir: netnsDir, Store: st, Network: netMgr,
 		Runtimes: runtimes, DefaultRuntime: cfg.DefaultRuntime, PauseBinary: pause,
 		CgroupDriver: cfg.CgroupDriver, CgroupParent: cfg.CgroupParent, ShmSize: cfg.ShmSize,
 		InfraOOMScoreAdj: cfg.InfraOOMScoreAdj, Logger: log,
+		StopContainers:   containers.StopSandbox,
+		RemoveContainers: containers.RemoveSandbox,
+		KnownContainer:   containers.Known,
+		OnEvent: func(id string, t sandbox.EventType) {
+			events.Publish(&runtimeapi.ContainerEventResponse{ContainerId: id, ContainerEventType: runtimeapi.ContainerEventType(t)})
+		},
 	})
 	if err != nil {
 		return err
 	}
 	defer sandboxes.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	err = sandboxes.Recover(ctx)
-	cancel()
+	if err := sandboxes.Recover(ctx); err != nil {
+		return err
+	}
+
+	var pinned []string
+	if cfg.PauseImage != "" {
+		pinned = append(pinned, cfg.PauseImage)
+	}
+	images, err := image.New(image.Options{
+		Root: filepath.Join(cfg.Root, "images"), DB: st.DB(), Registries: cfg.Registries,
+		PullProgressTimeout: time.Duration(cfg.ImagePullProgressTimeout), PinnedImages: pinned,
+		LayersInUse: containers.LayersInUse, Logger: log,
+	})
 	if err != nil {
 		return err
 	}
+	containers.UseImages(images)
 
 	handlers := make([]string, 0, len(runtimes))
 	for h := range runtimes {
@@ -190,21 +232,9 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 	sort.Strings(handlers)
 	srv := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor(log)))
 	runtimeapi.RegisterRuntimeServiceServer(srv, cri.NewRuntimeServer(cri.RuntimeOptions{
-		Version: version, Sandboxes: sandboxes, Network: netMgr, Handlers: handlers,
-		CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
+		Version: version, Sandboxes: sandboxes, Containers: containers, Events: events, Network: netMgr,
+		Handlers: handlers, CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
 	}))
-
-	var pinned []string
-	if cfg.PauseImage != "" {
-		pinned = append(pinned, cfg.PauseImage)
-	}
-	images, err := image.New(image.Options{
-		Root: filepath.Join(cfg.Root, "images"), DB: st.DB(), Registries: cfg.Registries,
-		PullProgressTimeout: time.Duration(cfg.ImagePullProgressTimeout), PinnedImages: pinned, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
 	runtimeapi.RegisterImageServiceServer(srv, cri.NewImageServer(images))
 
 	lis, err := listen(cfg.Listen)
@@ -257,6 +287,38 @@ func listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
 	return lis, nil
+}
+
+// sandboxInfo tells the container manager what it needs of a sandbox.
+func sandboxInfo(sandboxes *sandbox.Manager, cfg *config.Config, id string) (container.SandboxInfo, error) {
+	rec, sbCfg, err := sandboxes.Get(id)
+	if err != nil {
+		return container.SandboxInfo{}, err
+	}
+	parent := sbCfg.GetLinux().GetCgroupParent()
+	if parent == "" {
+		parent = cfg.CgroupParent
+	}
+	return container.SandboxInfo{
+		ID: rec.ID, Ready: rec.State == sandbox.StateReady, Handler: rec.Handler, Config: sbCfg,
+		InfraPID: rec.InfraPID, NetnsPath: rec.NetnsPath, ShmPath: rec.ShmPath,
+		Dir: sandboxes.Dir(rec.ID), CgroupParent: parent,
+	}, nil
+}
+
+// findSibling locates a husk helper binary: beside huskd, else on PATH.
+func findSibling(name string) (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s: not beside huskd nor on PATH: %w", name, err)
+	}
+	return p, nil
 }
 
 // findPause locates the infra binary: the configured path, else husk-pause

@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/huskrt/husk/internal/container"
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/sandbox"
 )
@@ -22,9 +23,12 @@ const (
 
 // RuntimeOptions configure the RuntimeService.
 type RuntimeOptions struct {
-	Version   string
-	Sandboxes *sandbox.Manager
-	Network   *network.Manager
+	Version    string
+	Sandboxes  *sandbox.Manager
+	Containers *container.Manager
+	// Events feeds GetContainerEvents.
+	Events  *Events
+	Network *network.Manager
 	// Handlers are the configured RuntimeClass handler names.
 	Handlers []string
 	// CgroupDriver is "cgroupfs" or "systemd".

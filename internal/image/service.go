@@ -34,7 +34,10 @@ type Options struct {
 	PullProgressTimeout time.Duration
 	// PinnedImages are references reported pinned (the pause image).
 	PinnedImages []string
-	Logger       *slog.Logger
+	// LayersInUse, when set, lists layers (diff IDs) that containers use:
+	// they stay when their images are removed.
+	LayersInUse func() []string
+	Logger      *slog.Logger
 }
 
 // Image is an image record, persisted as JSON.
@@ -320,6 +323,11 @@ func (s *Service) gcLocked() ([]string, error) {
 		return nil, err
 	}
 	usedLayers, usedBlobs := map[string]bool{}, map[string]bool{}
+	if s.opts.LayersInUse != nil {
+		for _, l := range s.opts.LayersInUse() {
+			usedLayers[strings.TrimPrefix(l, "sha256:")] = true
+		}
+	}
 	for _, img := range imgs {
 		for _, l := range img.Layers {
 			usedLayers[strings.TrimPrefix(l, "sha256:")] = true

@@ -141,3 +141,42 @@ func tail(path string) string {
 	}
 	return string(b)
 }
+
+// Start starts a created container (it waits at the runtime's exec fifo).
+func (r *Runtime) Start(ctx context.Context, id string) error {
+	if out, err := r.exec(ctx, "start", id); err != nil {
+		return &Error{Op: "start", ID: id, Err: err, Output: out}
+	}
+	return nil
+}
+
+// Kill sends sig to the container's init.
+func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
+	if out, err := r.exec(ctx, "kill", id, strconv.Itoa(int(sig))); err != nil {
+		return &Error{Op: "kill", ID: id, Err: err, Output: out}
+	}
+	return nil
+}
+
+// Update applies new resources (an OCI LinuxResources JSON file).
+func (r *Runtime) Update(ctx context.Context, id, resourcesFile string) error {
+	if out, err := r.exec(ctx, "update", "--resources", resourcesFile, id); err != nil {
+		return &Error{Op: "update", ID: id, Err: err, Output: out}
+	}
+	return nil
+}
+
+// ExecCommand returns the command that runs args in container id and
+// waits for it; pidFile receives the PID of the process, for killing it
+// on a timeout (killing the runtime would leave it running).
+func (r *Runtime) ExecCommand(id, pidFile string, tty bool, args []string) *exec.Cmd {
+	a := []string{"exec", "--pid-file", pidFile}
+	if tty {
+		a = append(a, "--tty")
+	}
+	a = append(a, id)
+	a = append(a, args...)
+	cmd := exec.Command(r.Path, r.args(a...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
+}

@@ -169,6 +169,9 @@ type Options struct {
 	// StopContainers, when set, stops the sandbox's containers before its
 	// infra is killed.
 	StopContainers func(ctx context.Context, sandboxID string) error
+	// RemoveContainers, when set, removes the sandbox's containers (and
+	// their monitor) before the sandbox's files go.
+	RemoveContainers func(ctx context.Context, sandboxID string) error
 	// KnownContainer, when set, tells recovery which runtime containers
 	// that are not sandboxes belong to a known container.
 	KnownContainer func(id string) bool

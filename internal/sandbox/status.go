@@ -131,3 +131,7 @@ func (m *Manager) Get(id string) (Record, *runtimeapi.PodSandboxConfig, error) {
 	}
 	return *v, sb.config, nil
 }
+
+// Dir is the sandbox's runtime directory, holding its resolv.conf,
+// hostname and hosts.
+func (m *Manager) Dir(id string) string { return m.dir(id) }

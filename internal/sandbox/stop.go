@@ -48,6 +48,11 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.teardownLocked(sb, log); err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
+	if m.opts.RemoveContainers != nil {
+		if err := m.opts.RemoveContainers(ctx, sb.rec.ID); err != nil {
+			return fmt.Errorf("sandbox %s: remove containers: %w", sb.rec.ID, err)
+		}
+	}
 	if err := m.removeLocked(sb); err != nil {
 		return err
 	}

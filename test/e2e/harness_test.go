@@ -443,9 +443,31 @@ func (e *env) leaks(ids ...string) []string {
 			}
 		}
 	}
-	if ents, _ := os.ReadDir(filepath.Join(e.state, "sandboxes")); len(ents) > 0 {
+	for _, d := range []string{filepath.Join(e.state, "sandboxes"), filepath.Join(e.state, "containers"),
+		filepath.Join(e.state, "monitors"), filepath.Join(e.root, "containers")} {
+		ents, _ := os.ReadDir(d)
 		for _, en := range ents {
-			out = append(out, "sandbox dir "+en.Name())
+			out = append(out, "dir "+filepath.Join(d, en.Name()))
+		}
+	}
+	for _, pid := range e.monitors() {
+		out = append(out, "monitor process "+strconv.Itoa(pid))
+	}
+	return out
+}
+
+// monitors lists the husk-monitor processes of this env (they run with
+// -dir under its state dir).
+func (e *env) monitors() []int {
+	var out []int
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range cmdlines {
+		b, _ := os.ReadFile(p)
+		if bytes.Contains(b, []byte("husk-monitor")) && bytes.Contains(b, []byte(e.state+"/")) {
+			pid := atoi(strings.Split(p, "/")[2])
+			if _, st := procCommState(pid); st != "" && st != "Z" {
+				out = append(out, pid)
+			}
 		}
 	}
 	return out
@@ -480,7 +502,11 @@ func (e *env) cleanup() {
 		cancel()
 	}
 	_ = e.stop()
-	// Last resort for a failed test: kill processes in our cgroups.
+	// Last resort for a failed test: kill processes in our cgroups, and
+	// the monitors huskd started for us.
+	for _, pid := range e.monitors() {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cgroup")
 	for _, p := range procs {
 		if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(e.cgroupParent+"/")) {

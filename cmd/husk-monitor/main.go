@@ -1,0 +1,240 @@
+// Command husk-monitor is the per-pod monitor: one small process per pod
+// sandbox, outside the pod's cgroup, that creates the pod's app containers
+// through the OCI runtime and so becomes their parent (it is a child
+// subreaper: the runtime's init reparents to it). It copies each
+// container's stdout and stderr into its CRI log, records each exit code
+// and time durably in the container's exit file, and keeps doing all of
+// that while huskd is down or restarting.
+//
+// huskd talks to it over a unix socket in its directory, one JSON request
+// and one JSON answer per connection (see internal/monitor). There is no
+// gRPC here and few goroutines: the monitor is paid per pod.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/crilog"
+	"github.com/huskrt/husk/internal/monitor/proto"
+)
+
+var version = "dev"
+
+func main() {
+	dir := flag.String("dir", "", "the monitor's directory (socket and log)")
+	showVersion := flag.Bool("v", false, "print the version and exit")
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("husk-monitor", version)
+		return
+	}
+	if *dir == "" {
+		fmt.Fprintln(os.Stderr, "husk-monitor: -dir is required")
+		os.Exit(2)
+	}
+	// A small heap target: the monitor's garbage is log buffers.
+	debug.SetGCPercent(50)
+	if err := run(*dir); err != nil {
+		fmt.Fprintln(os.Stderr, "husk-monitor:", err)
+		os.Exit(1)
+	}
+}
+
+func run(dir string) error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("become child subreaper: %w", err)
+	}
+	sock := filepath.Join(dir, proto.SocketName)
+	_ = os.Remove(sock)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return err
+	}
+	m := &monitor{dir: dir, containers: map[string]*container{}, waiters: map[int]chan unix.WaitStatus{}, unclaimed: map[int]unix.WaitStatus{}}
+	go m.reap()
+	// huskd waits for this fd (its "ready" pipe) to close before it dials.
+	if f := os.NewFile(3, "ready"); f != nil {
+		f.Close()
+	}
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return err
+		}
+		go m.serve(c, sock)
+	}
+}
+
+type monitor struct {
+	dir        string
+	mu         sync.Mutex
+	containers map[string]*container
+	// waiters get the wait status of a child PID; unclaimed holds
+	// statuses reaped before anyone asked (an init that exits before
+	// its PID file was read).
+	waiters   map[int]chan unix.WaitStatus
+	unclaimed map[int]unix.WaitStatus
+}
+
+type container struct {
+	id       string
+	pid      int
+	exitFile string
+	log      *crilog.File
+	stdin    *os.File // write end kept for attach; nil without stdin
+	exited   chan struct{}
+	exit     proto.Exit
+}
+
+// reap is the only place that waits for children: it hands each status to
+// whoever registered for the PID, so runtime invocations and container
+// inits never steal each other's exit.
+func (m *monitor) reap() {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, unix.SIGCHLD)
+	for {
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if err == unix.EINTR {
+				continue
+			}
+			if pid <= 0 || err != nil {
+				break
+			}
+			m.mu.Lock()
+			if w, ok := m.waiters[pid]; ok {
+				delete(m.waiters, pid)
+				w <- ws
+			} else {
+				m.unclaimed[pid] = ws
+			}
+			m.mu.Unlock()
+		}
+		<-ch
+	}
+}
+
+// waitFor returns a channel that gets pid's wait status.
+func (m *monitor) waitFor(pid int) <-chan unix.WaitStatus {
+	ch := make(chan unix.WaitStatus, 1)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ws, ok := m.unclaimed[pid]; ok {
+		delete(m.unclaimed, pid)
+		ch <- ws
+		return ch
+	}
+	m.waiters[pid] = ch
+	return ch
+}
+
+func (m *monitor) serve(c *net.UnixConn, sock string) {
+	defer c.Close()
+	var req proto.Request
+	if err := json.NewDecoder(c).Decode(&req); err != nil {
+		return
+	}
+	resp := m.handle(&req)
+	_ = json.NewEncoder(c).Encode(resp)
+	if req.Op == proto.OpShutdown && resp.Error == "" {
+		_ = os.Remove(sock)
+		os.Exit(0)
+	}
+}
+
+func (m *monitor) handle(req *proto.Request) *proto.Response {
+	fail := func(err error) *proto.Response { return &proto.Response{Error: err.Error()} }
+	switch req.Op {
+	case proto.OpPing:
+		return &proto.Response{}
+	case proto.OpCreate:
+		pid, err := m.create(req.Create)
+		if err != nil {
+			return fail(err)
+		}
+		return &proto.Response{PID: pid}
+	case proto.OpWait:
+		c := m.get(req.ID)
+		if c == nil {
+			return fail(fmt.Errorf("container %s: %w", req.ID, errUnknown))
+		}
+		<-c.exited
+		e := c.exit
+		return &proto.Response{Exit: &e}
+	case proto.OpReopen:
+		c := m.get(req.ID)
+		if c == nil {
+			return fail(fmt.Errorf("container %s: %w", req.ID, errUnknown))
+		}
+		if err := c.log.Reopen(); err != nil {
+			return fail(fmt.Errorf("container %s: reopen log: %w", req.ID, err))
+		}
+		return &proto.Response{}
+	case proto.OpList:
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		var out []proto.State
+		for _, c := range m.containers {
+			st := proto.State{ID: c.id, PID: c.pid}
+			select {
+			case <-c.exited:
+				e := c.exit
+				st.Exit = &e
+			default:
+			}
+			out = append(out, st)
+		}
+		return &proto.Response{States: out}
+	case proto.OpForget:
+		m.mu.Lock()
+		c := m.containers[req.ID]
+		delete(m.containers, req.ID)
+		m.mu.Unlock()
+		if c != nil {
+			select {
+			case <-c.exited:
+			default:
+				return fail(fmt.Errorf("container %s: still running", req.ID))
+			}
+			if c.stdin != nil {
+				c.stdin.Close()
+			}
+		}
+		return &proto.Response{}
+	case proto.OpShutdown:
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for id, c := range m.containers {
+			select {
+			case <-c.exited:
+			default:
+				return fail(fmt.Errorf("container %s: still running", id))
+			}
+		}
+		return &proto.Response{}
+	}
+	return fail(fmt.Errorf("unknown op %q", req.Op))
+}
+
+var errUnknown = errors.New("not known to this monitor")
+
+func (m *monitor) get(id string) *container {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.containers[id]
+}

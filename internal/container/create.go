@@ -1,0 +1,357 @@
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	mproto "github.com/huskrt/husk/internal/monitor/proto"
+	"github.com/huskrt/husk/internal/oci"
+	"github.com/huskrt/husk/internal/store"
+)
+
+// Name is the reserved name of a container, as containerd spells it:
+// container_pod_namespace_uid_attempt.
+func Name(cfg *runtimeapi.ContainerConfig, sb *runtimeapi.PodSandboxConfig) string {
+	md, smd := cfg.GetMetadata(), sb.GetMetadata()
+	return strings.Join([]string{md.GetName(), smd.GetName(), smd.GetNamespace(), smd.GetUid(),
+		strconv.FormatUint(uint64(md.GetAttempt()), 10)}, "_")
+}
+
+// ValidateConfig checks what is used as names and paths; the errors name
+// the field.
+func ValidateConfig(cfg *runtimeapi.ContainerConfig) error {
+	bad := func(field, why string) error {
+		return fmt.Errorf("container config: %s %s: %w", field, why, errdefs.ErrInvalidArgument)
+	}
+	if cfg == nil {
+		return bad("config", "is missing")
+	}
+	name := cfg.GetMetadata().GetName()
+	switch {
+	case cfg.GetMetadata() == nil:
+		return bad("metadata", "is missing")
+	case name == "":
+		return bad("metadata.name", "is empty")
+	case len(name) > 253 || strings.ContainsAny(name, "/\x00_") || name == "." || name == "..":
+		return bad("metadata.name", fmt.Sprintf("%q is not a valid name", name))
+	case cfg.GetImage().GetImage() == "":
+		return bad("image.image", "is empty")
+	}
+	if lp := cfg.GetLogPath(); lp != "" {
+		clean := filepath.Clean(lp)
+		if filepath.IsAbs(lp) || clean == ".." || strings.HasPrefix(clean, "../") || strings.ContainsRune(lp, 0) {
+			return bad("log_path", fmt.Sprintf("%q leaves the pod's log directory", lp))
+		}
+	}
+	for i, m := range cfg.GetMounts() {
+		if !filepath.IsAbs(m.GetContainerPath()) {
+			return bad(fmt.Sprintf("mounts[%d].container_path", i), fmt.Sprintf("%q is not absolute", m.GetContainerPath()))
+		}
+		if !filepath.IsAbs(m.GetHostPath()) {
+			return bad(fmt.Sprintf("mounts[%d].host_path", i), fmt.Sprintf("%q is not absolute", m.GetHostPath()))
+		}
+		if _, ok := runtimeapi.MountPropagation_name[int32(m.GetPropagation())]; !ok {
+			return bad(fmt.Sprintf("mounts[%d].propagation", i), "is unknown")
+		}
+	}
+	for i, e := range cfg.GetEnvs() {
+		if e.GetKey() == "" || strings.ContainsAny(e.GetKey(), "=\x00") {
+			return bad(fmt.Sprintf("envs[%d].key", i), fmt.Sprintf("%q is not a valid variable name", e.GetKey()))
+		}
+	}
+	return nil
+}
+
+// Create creates a container in a ready sandbox and returns its ID. Every
+// step is undone when a later one fails.
+func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.ContainerConfig) (_ string, err error) {
+	if err := ValidateConfig(cfg); err != nil {
+		return "", err
+	}
+	sb, err := m.opts.Sandbox(sandboxID)
+	if err != nil {
+		return "", err
+	}
+	if !sb.Ready {
+		return "", fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	img, err := m.opts.Images.Resolve(cfg.GetImage().GetImage())
+	if err != nil {
+		return "", fmt.Errorf("container image %q: %w", cfg.GetImage().GetImage(), err)
+	}
+	imgCfg, err := img.ConfigFile()
+	if err != nil {
+		return "", err
+	}
+	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)
+	if err != nil {
+		return "", fmt.Errorf("encode container config: %w", err)
+	}
+	res, _ := json.Marshal(cfg.GetLinux().GetResources())
+	c := &Container{config: cfg, exited: make(chan struct{})}
+	c.rec = Record{
+		ID: newID(), Name: Name(cfg, sb.Config), SandboxID: sb.ID, Config: raw,
+		ImageID: img.ID, ImageName: cfg.GetImage().GetImage(), Layers: img.Layers,
+		Handler: sb.Handler, State: StateCreating, CreatedAt: time.Now().UnixNano(),
+		Resources: res, StopSignal: imgCfg.Config.StopSignal,
+	}
+	if len(img.RepoTags) > 0 && !strings.HasPrefix(c.rec.ImageName, "sha256:") {
+		c.rec.ImageName = img.RepoTags[0]
+		for _, t := range img.RepoTags {
+			if strings.HasSuffix(t, cfg.GetImage().GetImage()) {
+				c.rec.ImageName = t
+			}
+		}
+	}
+	if lp := cfg.GetLogPath(); lp != "" && sb.Config.GetLogDirectory() != "" {
+		c.rec.LogPath = filepath.Join(sb.Config.GetLogDirectory(), filepath.Clean(lp))
+	}
+	rt, err := m.runtimeFor(sb.Handler)
+	if err != nil {
+		return "", err
+	}
+	c.rec.CgroupsPath, err = oci.CgroupsPath(m.opts.CgroupDriver, sb.CgroupParent, c.rec.ID)
+	if err != nil {
+		return "", fmt.Errorf("container cgroup: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m.mu.Lock()
+	if holder, ok := m.byName[c.rec.Name]; ok {
+		m.mu.Unlock()
+		return "", fmt.Errorf("container name %q is reserved by container %s: %w", c.rec.Name, holder.rec.ID, errdefs.ErrAlreadyExists)
+	}
+	m.byID[c.rec.ID] = c
+	m.byName[c.rec.Name] = c
+	m.mu.Unlock()
+
+	rec := &c.rec
+	log := m.logger(rec)
+	if err := m.opts.Store.Create(store.Containers, store.ContainerName, rec.ID, rec.Name, rec); err != nil {
+		m.unindex(c)
+		return "", fmt.Errorf("container %s: reserve name %q: %w", rec.ID, rec.Name, err)
+	}
+	c.setView()
+	defer func() {
+		if err == nil {
+			return
+		}
+		err = fmt.Errorf("container %s: %w", rec.ID, err)
+		if uerr := m.releaseLocked(c); uerr != nil {
+			log.Error("undo of failed CreateContainer incomplete", "error", uerr)
+			err = errors.Join(err, fmt.Errorf("undo: %w", uerr))
+			return
+		}
+		if derr := m.opts.Store.Delete(store.Containers, store.ContainerName, rec.ID, rec.Name); derr != nil {
+			err = errors.Join(err, derr)
+			return
+		}
+		m.unindex(c)
+	}()
+
+	// The rootfs: the image's layers under a private writable layer.
+	rootfs, err := m.mountRootfs(rec, m.opts.Images.LayerDirs(img))
+	if err != nil {
+		return "", err
+	}
+	user, err := resolveUser(rootfs, cfg.GetLinux().GetSecurityContext(), imgCfg.Config.User)
+	if err != nil {
+		return "", err
+	}
+	rec.UID, rec.GID, rec.Groups = user.UID, user.GID, user.AdditionalGids
+	devices, err := resolveDevices(cfg.GetDevices())
+	if err != nil {
+		return "", err
+	}
+	// Host paths that do not exist are made as directories, as containerd
+	// does: the kubelet asks for them (emptyDir, hostPath DirectoryOrCreate).
+	for _, mnt := range cfg.GetMounts() {
+		if _, serr := os.Stat(mnt.GetHostPath()); errors.Is(serr, os.ErrNotExist) {
+			if err := os.MkdirAll(mnt.GetHostPath(), 0o755); err != nil {
+				return "", fmt.Errorf("mount host path %s: %w", mnt.GetHostPath(), err)
+			}
+		}
+	}
+	if rec.LogPath != "" {
+		if err := os.MkdirAll(filepath.Dir(rec.LogPath), 0o755); err != nil {
+			return "", fmt.Errorf("log directory: %w", err)
+		}
+	}
+	spec, err := oci.AppSpec(cfg, oci.ContainerSpec{
+		ID: rec.ID, SandboxID: sb.ID, Handler: sb.Handler, Sandbox: sb.Config,
+		RootfsPath: rootfs, Image: &imgCfg.Config, ImageName: rec.ImageName, User: user,
+		InfraPID: sb.InfraPID, NetnsPath: sb.NetnsPath, ShmPath: sb.ShmPath,
+		ResolvConf: filepath.Join(sb.Dir, "resolv.conf"), Hostname: filepath.Join(sb.Dir, "hostname"),
+		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices,
+	})
+	if err != nil {
+		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	bundle := m.bundleDir(rec.ID)
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		return "", fmt.Errorf("bundle: %w", err)
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return "", fmt.Errorf("spec: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return "", fmt.Errorf("spec: %w", err)
+	}
+
+	mon, err := m.monitorFor(ctx, sb.ID)
+	if err != nil {
+		return "", err
+	}
+	logPath := rec.LogPath
+	if logPath == "" {
+		logPath = filepath.Join(bundle, "output.log")
+	}
+	rec.RuntimeCreated = true
+	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 4*time.Minute)
+	defer cancel()
+	pid, err := mon.Create(opCtx, &mproto.Create{
+		ID: rec.ID, Runtime: rt.Path, RuntimeRoot: rt.Root, SystemdCgroup: rt.SystemdCgroup,
+		Bundle: bundle, LogPath: logPath, ExitFile: m.exitFile(rec.ID),
+		Stdin: cfg.GetStdin(), Tty: cfg.GetTty(),
+	})
+	if err != nil {
+		return "", fmt.Errorf("create with handler %s: %w", sb.Handler, err)
+	}
+	rec.PID = pid
+	rec.State = StateCreated
+	if err := m.persistLocked(c); err != nil {
+		rec.State = StateCreating
+		return "", err
+	}
+	go m.waitExit(c, mon.Dir())
+	log.Info("container created", "name", rec.Name, "image", rec.ImageID, "pid", pid)
+	m.emit(rec, EventCreated)
+	return rec.ID, nil
+}
+
+// mountRootfs mounts the overlay of the image layers (lowest last in
+// lowerdir) and the container's own upper dir.
+func (m *Manager) mountRootfs(rec *Record, layers []string) (string, error) {
+	dir := m.rootDir(rec.ID)
+	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
+	for _, d := range []string{upper, work, rootfs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	lower := make([]string, 0, len(layers))
+	for i := len(layers) - 1; i >= 0; i-- {
+		lower = append(lower, layers[i])
+	}
+	if len(lower) == 0 {
+		empty := filepath.Join(dir, "empty")
+		if err := os.MkdirAll(empty, 0o755); err != nil {
+			return "", fmt.Errorf("rootfs: %w", err)
+		}
+		lower = append(lower, empty)
+	}
+	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + work
+	if len(data) >= os.Getpagesize()-1 {
+		return "", fmt.Errorf("rootfs: %d layers make overlay options longer than a page: %w", len(layers), errdefs.ErrNotImplemented)
+	}
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
+		return "", fmt.Errorf("mount rootfs overlay: %w", err)
+	}
+	rec.RootfsMounted = true
+	return rootfs, nil
+}
+
+// releaseLocked undoes what a container owns on the host: the runtime's
+// container (killed), the monitor's entry, the rootfs and the dirs. It is
+// idempotent; c.mu must be held.
+func (m *Manager) releaseLocked(c *Container) error {
+	rec := &c.rec
+	ctx, cancel := freshContext()
+	defer cancel()
+	var errs []error
+	if rec.RuntimeCreated {
+		rt, err := m.runtimeFor(rec.Handler)
+		if err == nil {
+			err = rt.Delete(ctx, rec.ID)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("delete runtime container: %w", err))
+		} else {
+			rec.RuntimeCreated = false
+		}
+	}
+	if rec.State != StateCreating {
+		mon := m.monitorClient(rec.SandboxID)
+		if err := mon.Forget(ctx, rec.ID); err != nil && !errorsIsGoneOrUnknown(err) {
+			errs = append(errs, fmt.Errorf("monitor: %w", err))
+		}
+	}
+	if rec.RootfsMounted {
+		rootfs := filepath.Join(m.rootDir(rec.ID), "rootfs")
+		if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount rootfs: %w", err))
+		} else {
+			rec.RootfsMounted = false
+		}
+	}
+	if len(errs) == 0 {
+		for _, d := range []string{m.rootDir(rec.ID), m.bundleDir(rec.ID)} {
+			if err := os.RemoveAll(d); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func resolveDevices(devs []*runtimeapi.Device) ([]specs.LinuxDevice, error) {
+	var out []specs.LinuxDevice
+	for i, d := range devs {
+		var st unix.Stat_t
+		if err := unix.Stat(d.GetHostPath(), &st); err != nil {
+			return nil, fmt.Errorf("devices[%d]: host path %s: %v: %w", i, d.GetHostPath(), err, errdefs.ErrInvalidArgument)
+		}
+		var kind string
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFCHR:
+			kind = "c"
+		case unix.S_IFBLK:
+			kind = "b"
+		default:
+			return nil, fmt.Errorf("devices[%d]: %s is not a device: %w", i, d.GetHostPath(), errdefs.ErrInvalidArgument)
+		}
+		mode := os.FileMode(st.Mode & 0o777)
+		uid, gid := st.Uid, st.Gid
+		out = append(out, specs.LinuxDevice{
+			Path: d.GetContainerPath(), Type: kind,
+			Major: int64(unix.Major(uint64(st.Rdev))), Minor: int64(unix.Minor(uint64(st.Rdev))),
+			FileMode: &mode, UID: &uid, GID: &gid,
+		})
+	}
+	return out, nil
+}
+
+func newID() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}

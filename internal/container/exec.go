@@ -1,0 +1,221 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/oci"
+)
+
+// MaxExecOutput caps each stream of ExecSync, as the kubelet's own limit.
+const MaxExecOutput = 16 << 20
+
+// ErrOutputTooLarge is returned when an ExecSync stream passes the cap.
+var ErrOutputTooLarge = fmt.Errorf("exec output exceeds 16 MiB: %w", errdefs.ErrResourceExhausted)
+
+// cappedBuffer keeps the first max bytes and remembers overflowing; it
+// never fails a write, so the process is not killed by a broken pipe.
+type cappedBuffer struct {
+	buf      bytes.Buffer
+	max      int
+	overflow bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.buf.Len(); room < len(p) {
+		b.overflow = true
+		if room > 0 {
+			b.buf.Write(p[:room])
+		}
+		return len(p), nil
+	}
+	return b.buf.Write(p)
+}
+
+// ExecSync runs cmd in a running container and returns its output and
+// exit code. A timeout (0: none) kills the process.
+func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, code int32, err error) {
+	if len(cmd) == 0 {
+		return nil, nil, 0, fmt.Errorf("exec: cmd is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	c, err := m.get(id)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	v := c.view()
+	if v.State != StateRunning {
+		return nil, nil, 0, fmt.Errorf("container %s is not running: %w", v.ID, errdefs.ErrFailedPrecondition)
+	}
+	rt, err := m.runtimeFor(v.Handler)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	dir, err := os.MkdirTemp(m.bundleDir(v.ID), "exec-")
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("container %s: exec: %w", v.ID, err)
+	}
+	defer os.RemoveAll(dir)
+	pidFile := filepath.Join(dir, "pid")
+	ex := rt.ExecCommand(v.ID, pidFile, false, cmd)
+	outBuf := &cappedBuffer{max: MaxExecOutput}
+	errBuf := &cappedBuffer{max: MaxExecOutput}
+	ex.Stdout, ex.Stderr = outBuf, errBuf
+	if err := ex.Start(); err != nil {
+		return nil, nil, 0, fmt.Errorf("container %s: exec: %w", v.ID, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ex.Wait() }()
+	var timer <-chan time.Time
+	if timeout > 0 {
+		timer = time.After(timeout)
+	}
+	var werr error
+	select {
+	case werr = <-done:
+	case <-timer:
+		killExec(pidFile, ex)
+		<-done
+		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), 0,
+			fmt.Errorf("container %s: exec %q timed out after %s: %w", v.ID, strings.Join(cmd, " "), timeout, context.DeadlineExceeded)
+	case <-ctx.Done():
+		killExec(pidFile, ex)
+		<-done
+		return nil, nil, 0, fmt.Errorf("container %s: exec: %w", v.ID, ctx.Err())
+	}
+	if outBuf.overflow || errBuf.overflow {
+		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), 0, fmt.Errorf("container %s: exec %q: %w", v.ID, strings.Join(cmd, " "), ErrOutputTooLarge)
+	}
+	var exitErr *exec.ExitError
+	switch {
+	case werr == nil:
+		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), 0, nil
+	case errors.As(werr, &exitErr):
+		code := int32(exitErr.ExitCode())
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int32(ws.Signal())
+		}
+		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), code, nil
+	}
+	return nil, nil, 0, fmt.Errorf("container %s: exec: %w", v.ID, werr)
+}
+
+// killExec kills the exec'd process (its PID from the runtime's pid file)
+// and then the runtime that waits for it.
+func killExec(pidFile string, ex *exec.Cmd) {
+	if b, err := os.ReadFile(pidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	// The runtime exits once its process is gone; kill it too in case the
+	// pid file was never written.
+	time.AfterFunc(2*time.Second, func() { _ = ex.Process.Kill() })
+}
+
+// Reopen reopens a running container's log (after the kubelet rotated it).
+func (m *Manager) Reopen(ctx context.Context, id string) error {
+	c, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	v := c.view()
+	if v.State != StateRunning {
+		return fmt.Errorf("container %s is not running: %w", v.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err := m.monitorClient(v.SandboxID).Reopen(ctx, v.ID); err != nil {
+		return fmt.Errorf("container %s: reopen log: %w", v.ID, err)
+	}
+	return nil
+}
+
+// Update applies new resources to a created or running container and
+// remembers them for ContainerStatus.
+func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
+	c, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := &c.rec
+	if rec.State != StateCreated && rec.State != StateRunning {
+		return fmt.Errorf("container %s is %s: %w", rec.ID, strings.ToLower(string(rec.State)), errdefs.ErrFailedPrecondition)
+	}
+	if r == nil {
+		return nil
+	}
+	rt, err := m.runtimeFor(rec.Handler)
+	if err != nil {
+		return err
+	}
+	res := &specs.LinuxResources{}
+	oci.UpdateResources(res, r)
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	f := filepath.Join(m.bundleDir(rec.ID), "resources.json")
+	if err := os.WriteFile(f, b, 0o600); err != nil {
+		return fmt.Errorf("container %s: update: %w", rec.ID, err)
+	}
+	if err := rt.Update(context.WithoutCancel(ctx), rec.ID, f); err != nil {
+		return fmt.Errorf("container %s: update resources: %w", rec.ID, err)
+	}
+	// Keep what was not updated.
+	cur := decodeResources(rec.Resources)
+	if cur == nil {
+		cur = &runtimeapi.LinuxContainerResources{}
+	}
+	mergeResources(cur, r)
+	rec.Resources, _ = json.Marshal(cur)
+	return m.persistLocked(c)
+}
+
+func mergeResources(cur, r *runtimeapi.LinuxContainerResources) {
+	if r.CpuPeriod != 0 {
+		cur.CpuPeriod = r.CpuPeriod
+	}
+	if r.CpuQuota != 0 {
+		cur.CpuQuota = r.CpuQuota
+	}
+	if r.CpuShares != 0 {
+		cur.CpuShares = r.CpuShares
+	}
+	if r.MemoryLimitInBytes != 0 {
+		cur.MemoryLimitInBytes = r.MemoryLimitInBytes
+	}
+	if r.CpusetCpus != "" {
+		cur.CpusetCpus = r.CpusetCpus
+	}
+	if r.CpusetMems != "" {
+		cur.CpusetMems = r.CpusetMems
+	}
+	if r.OomScoreAdj != 0 {
+		cur.OomScoreAdj = r.OomScoreAdj
+	}
+	if len(r.HugepageLimits) > 0 {
+		cur.HugepageLimits = r.HugepageLimits
+	}
+	if len(r.Unified) > 0 {
+		cur.Unified = r.Unified
+	}
+	if r.MemorySwapLimitInBytes != 0 {
+		cur.MemorySwapLimitInBytes = r.MemorySwapLimitInBytes
+	}
+}
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }

@@ -1,0 +1,246 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/monitor"
+	mproto "github.com/huskrt/husk/internal/monitor/proto"
+	"github.com/huskrt/husk/internal/store"
+)
+
+// Start starts a created container.
+func (m *Manager) Start(ctx context.Context, id string) error {
+	c, err := m.get(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := &c.rec
+	if rec.State != StateCreated {
+		return fmt.Errorf("container %s is %s, not CREATED: %w", rec.ID, strings.ToLower(string(rec.State)), errdefs.ErrFailedPrecondition)
+	}
+	rt, err := m.runtimeFor(rec.Handler)
+	if err != nil {
+		return err
+	}
+	if err := rt.Start(context.WithoutCancel(ctx), rec.ID); err != nil {
+		return fmt.Errorf("container %s: start: %w", rec.ID, err)
+	}
+	rec.State = StateRunning
+	rec.StartedAt = time.Now().UnixNano()
+	if err := m.persistLocked(c); err != nil {
+		return err
+	}
+	m.logger(rec).Info("container started")
+	m.emit(rec, EventStarted)
+	return nil
+}
+
+// waitExit follows a container until the monitor reports its exit, then
+// records it.
+func (m *Manager) waitExit(c *Container, monitorDir string) {
+	id := c.view().ID
+	mon := monitor.For(monitorDir)
+	var exit *mproto.Exit
+	for {
+		e, err := mon.Wait(context.Background(), id)
+		if err == nil {
+			exit = e
+			break
+		}
+		// The monitor is gone (killed, or it never knew the container
+		// after a node crash): its exit file, if any, says how it ended.
+		if e, ok, _ := monitor.ReadExit(m.exitFile(id)); ok {
+			exit = &e
+			break
+		}
+		if pid := c.view().PID; pid > 0 && processAlive(pid) && errors.Is(err, monitor.ErrGone) {
+			time.Sleep(time.Second)
+			continue
+		}
+		exit = &mproto.Exit{Code: 255, At: time.Now().UnixNano()}
+		m.logger(c.view()).Warn("container's monitor is gone and no exit was recorded", "error", err)
+		break
+	}
+	m.recordExit(c, exit)
+}
+
+func (m *Manager) recordExit(c *Container, exit *mproto.Exit) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := &c.rec
+	if rec.State == StateExited {
+		return
+	}
+	rec.State = StateExited
+	rec.ExitCode = exit.Code
+	rec.FinishedAt = exit.At
+	switch {
+	case oomKilled(rec.CgroupsPath, m.opts.CgroupDriver):
+		rec.Reason = "OOMKilled"
+	case exit.Code == 0:
+		rec.Reason = "Completed"
+	default:
+		rec.Reason = "Error"
+	}
+	if err := m.persistLocked(c); err != nil {
+		m.logger(rec).Error("record exit", "error", err)
+	}
+	close(c.exited)
+	m.logger(rec).Info("container exited", "exit_code", exit.Code, "reason", rec.Reason)
+	m.emit(rec, EventStopped)
+}
+
+func processAlive(pid int) bool {
+	return unix.Kill(pid, 0) == nil
+}
+
+// Stop stops a container: its image's stop signal (else SIGTERM), then
+// SIGKILL after timeout. Stopping an exited or unknown container succeeds.
+func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	c, err := m.get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return m.stop(ctx, c, timeout)
+}
+
+func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration) error {
+	v := c.view()
+	if v.State == StateExited || v.State == StateCreating {
+		return nil
+	}
+	rt, err := m.runtimeFor(v.Handler)
+	if err != nil {
+		return err
+	}
+	log := m.logger(v)
+	if timeout > 0 && v.State == StateRunning {
+		sig := stopSignal(v.StopSignal)
+		if err := rt.Kill(context.WithoutCancel(ctx), v.ID, sig); err != nil && !exitedErr(err) {
+			log.Warn("stop signal failed", "signal", sig, "error", err)
+		}
+		select {
+		case <-c.exited:
+			return nil
+		case <-time.After(timeout):
+		case <-ctx.Done():
+			return fmt.Errorf("container %s: stop: %w", v.ID, ctx.Err())
+		}
+	}
+	if err := rt.Kill(context.WithoutCancel(ctx), v.ID, syscall.SIGKILL); err != nil && !exitedErr(err) {
+		return fmt.Errorf("container %s: kill: %w", v.ID, err)
+	}
+	select {
+	case <-c.exited:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("container %s: still running 30s after SIGKILL: %w", v.ID, errdefs.ErrUnavailable)
+	case <-ctx.Done():
+		return fmt.Errorf("container %s: stop: %w", v.ID, ctx.Err())
+	}
+}
+
+// exitedErr recognises a kill of a container whose process is gone.
+func exitedErr(err error) bool {
+	s := strings.ToLower(err.Error())
+	return strings.Contains(s, "not running") || strings.Contains(s, "process already finished") ||
+		strings.Contains(s, "does not exist") || strings.Contains(s, "no such process")
+}
+
+func stopSignal(name string) syscall.Signal {
+	if name == "" {
+		return syscall.SIGTERM
+	}
+	n := strings.TrimPrefix(strings.ToUpper(name), "SIG")
+	if s := unix.SignalNum("SIG" + n); s != 0 {
+		return s
+	}
+	var num int
+	if _, err := fmt.Sscanf(name, "%d", &num); err == nil && num > 0 && num < 65 {
+		return syscall.Signal(num)
+	}
+	return syscall.SIGTERM
+}
+
+// Remove removes a container, killing it first when it runs. Removing an
+// unknown container succeeds.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	c, err := m.get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.stop(ctx, c, 0); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := &c.rec
+	if _, err := m.get(rec.ID); err != nil {
+		return nil // removed meanwhile
+	}
+	if err := m.releaseLocked(c); err != nil {
+		_ = m.persistLocked(c)
+		return fmt.Errorf("container %s: remove: %w", rec.ID, err)
+	}
+	if err := m.opts.Store.Delete(store.Containers, store.ContainerName, rec.ID, rec.Name); err != nil {
+		return err
+	}
+	m.unindex(c)
+	m.logger(rec).Info("container removed")
+	m.emit(rec, EventDeleted)
+	return nil
+}
+
+// StopSandbox stops every container of a sandbox, for StopPodSandbox.
+func (m *Manager) StopSandbox(ctx context.Context, sandboxID string) error {
+	var errs []error
+	for _, c := range m.all() {
+		if c.view().SandboxID == sandboxID {
+			errs = append(errs, m.stop(ctx, c, 0))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RemoveSandbox removes every container of a sandbox and ends its
+// monitor, for RemovePodSandbox.
+func (m *Manager) RemoveSandbox(ctx context.Context, sandboxID string) error {
+	var errs []error
+	for _, c := range m.all() {
+		if c.view().SandboxID == sandboxID {
+			errs = append(errs, m.Remove(ctx, c.view().ID))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := m.monitorClient(sandboxID).Shutdown(ctx); err != nil {
+		return fmt.Errorf("pod monitor of sandbox %s: %w", sandboxID, err)
+	}
+	return os.RemoveAll(m.monitorDir(sandboxID))
+}
+
+func (m *Manager) monitorClient(sandboxID string) *monitor.Client {
+	return monitor.For(m.monitorDir(sandboxID))
+}
+
+func errorsIsGoneOrUnknown(err error) bool {
+	return errors.Is(err, monitor.ErrGone) || strings.Contains(err.Error(), "not known to this monitor")
+}

@@ -1,0 +1,127 @@
+package container
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func criState(s State) runtimeapi.ContainerState {
+	switch s {
+	case StateCreated:
+		return runtimeapi.ContainerState_CONTAINER_CREATED
+	case StateRunning:
+		return runtimeapi.ContainerState_CONTAINER_RUNNING
+	case StateExited:
+		return runtimeapi.ContainerState_CONTAINER_EXITED
+	}
+	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
+}
+
+// Status is ContainerStatus; info carries the PID and the OCI spec when
+// verbose.
+func (m *Manager) Status(id string, verbose bool) (*runtimeapi.ContainerStatus, map[string]string, error) {
+	c, err := m.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	v := c.view()
+	cfg := c.config
+	st := &runtimeapi.ContainerStatus{
+		Id:          v.ID,
+		Metadata:    cfg.GetMetadata(),
+		State:       criState(v.State),
+		CreatedAt:   v.CreatedAt,
+		StartedAt:   v.StartedAt,
+		FinishedAt:  v.FinishedAt,
+		ExitCode:    v.ExitCode,
+		Image:       &runtimeapi.ImageSpec{Image: v.ImageName, Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: cfg.GetImage().GetImage()},
+		ImageRef:    v.ImageID,
+		ImageId:     v.ImageID,
+		Reason:      v.Reason,
+		Message:     v.Message,
+		Labels:      cfg.GetLabels(),
+		Annotations: cfg.GetAnnotations(),
+		LogPath:     v.LogPath,
+		Resources:   &runtimeapi.ContainerResources{Linux: decodeResources(v.Resources)},
+		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{
+			Uid: int64(v.UID), Gid: int64(v.GID), SupplementalGroups: groups(v),
+		}},
+	}
+	for _, mnt := range cfg.GetMounts() {
+		st.Mounts = append(st.Mounts, proto.Clone(mnt).(*runtimeapi.Mount))
+	}
+	if !verbose {
+		return st, nil, nil
+	}
+	spec, _ := readSpec(m.bundleDir(v.ID))
+	b, err := json.Marshal(map[string]any{
+		"pid": v.PID, "sandboxID": v.SandboxID, "runtimeHandler": v.Handler, "cgroupsPath": v.CgroupsPath,
+		"config": cfg, "runtimeSpec": spec,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %s: encode info: %w", v.ID, err)
+	}
+	return st, map[string]string{"info": string(b)}, nil
+}
+
+func groups(v *Record) []int64 {
+	out := []int64{int64(v.GID)}
+	for _, g := range v.Groups {
+		if g != v.GID {
+			out = append(out, int64(g))
+		}
+	}
+	return out
+}
+
+func readSpec(bundle string) (json.RawMessage, error) {
+	b, err := readFile(bundle + "/config.json")
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(b), nil
+}
+
+// List is ListContainers with the CRI filter: id (or unique prefix), state,
+// sandbox ID and label selector.
+func (m *Manager) List(f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
+	var out []*runtimeapi.Container
+	for _, c := range m.all() {
+		v := c.view()
+		if v == nil || v.State == StateCreating {
+			continue
+		}
+		if f.GetId() != "" && !strings.HasPrefix(v.ID, f.GetId()) {
+			continue
+		}
+		if f.GetPodSandboxId() != "" && !strings.HasPrefix(v.SandboxID, f.GetPodSandboxId()) {
+			continue
+		}
+		if f.GetState() != nil && f.GetState().GetState() != criState(v.State) {
+			continue
+		}
+		match := true
+		for k, want := range f.GetLabelSelector() {
+			if got, ok := c.config.GetLabels()[k]; !ok || got != want {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		out = append(out, &runtimeapi.Container{
+			Id: v.ID, PodSandboxId: v.SandboxID, Metadata: c.config.GetMetadata(),
+			Image:    &runtimeapi.ImageSpec{Image: v.ImageName, UserSpecifiedImage: c.config.GetImage().GetImage()},
+			ImageRef: v.ImageID, ImageId: v.ImageID, State: criState(v.State), CreatedAt: v.CreatedAt,
+			Labels: c.config.GetLabels(), Annotations: c.config.GetAnnotations(),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	return out
+}

@@ -1,0 +1,84 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func (s *RuntimeServer) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	id, err := s.opts.Containers.Create(ctx, req.GetPodSandboxId(), req.GetConfig())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
+}
+
+func (s *RuntimeServer) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	if err := s.opts.Containers.Start(ctx, req.GetContainerId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+func (s *RuntimeServer) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	if req.GetTimeout() < 0 {
+		return nil, toStatus(fmt.Errorf("timeout %d is negative: %w", req.GetTimeout(), errdefs.ErrInvalidArgument))
+	}
+	if err := s.opts.Containers.Stop(ctx, req.GetContainerId(), time.Duration(req.GetTimeout())*time.Second); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+func (s *RuntimeServer) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	if err := s.opts.Containers.Remove(ctx, req.GetContainerId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+func (s *RuntimeServer) ListContainers(_ context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	if st := req.GetFilter().GetState(); st != nil {
+		if _, ok := runtimeapi.ContainerState_name[int32(st.GetState())]; !ok {
+			return nil, toStatus(fmt.Errorf("filter.state: unknown state %d: %w", st.GetState(), errdefs.ErrInvalidArgument))
+		}
+	}
+	return &runtimeapi.ListContainersResponse{Containers: s.opts.Containers.List(req.GetFilter())}, nil
+}
+
+func (s *RuntimeServer) ContainerStatus(_ context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	st, info, err := s.opts.Containers.Status(req.GetContainerId(), req.GetVerbose())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.ContainerStatusResponse{Status: st, Info: info}, nil
+}
+
+func (s *RuntimeServer) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {
+	if err := s.opts.Containers.Update(ctx, req.GetContainerId(), req.GetLinux()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+}
+
+func (s *RuntimeServer) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
+	if err := s.opts.Containers.Reopen(ctx, req.GetContainerId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.ReopenContainerLogResponse{}, nil
+}
+
+func (s *RuntimeServer) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+	if req.GetTimeout() < 0 {
+		return nil, toStatus(fmt.Errorf("timeout %d is negative: %w", req.GetTimeout(), errdefs.ErrInvalidArgument))
+	}
+	out, errOut, code, err := s.opts.Containers.ExecSync(ctx, req.GetContainerId(), req.GetCmd(), time.Duration(req.GetTimeout())*time.Second)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.ExecSyncResponse{Stdout: out, Stderr: errOut, ExitCode: code}, nil
+}

@@ -1,0 +1,184 @@
+// Package monitor starts husk-monitor processes (one per pod sandbox) and
+// talks to them. The monitor is the parent of the pod's app containers; see
+// cmd/husk-monitor.
+package monitor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/huskrt/husk/internal/monitor/proto"
+)
+
+// ErrGone means no monitor answers in the directory: it was never started,
+// exited, or was killed.
+var ErrGone = errors.New("monitor not running")
+
+// Client talks to the monitor in one directory.
+type Client struct {
+	dir string
+}
+
+// For returns the client of the monitor in dir, running or not.
+func For(dir string) *Client { return &Client{dir: dir} }
+
+// Dir is the monitor's directory.
+func (c *Client) Dir() string { return c.dir }
+
+// Ensure starts the monitor in dir unless one already answers there, and
+// returns once it accepts requests.
+func Ensure(ctx context.Context, binary, dir string) (*Client, error) {
+	c := For(dir)
+	if err := c.Ping(ctx); err == nil {
+		return c, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("monitor dir: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "monitor.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("monitor log: %w", err)
+	}
+	defer logf.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer readyR.Close()
+	cmd := exec.Command(binary, "-dir", dir)
+	cmd.Env = []string{"GOMAXPROCS=1", "PATH=" + os.Getenv("PATH")}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW}
+	// Its own session: no terminal signal or process-group kill of huskd
+	// reaches the pod's containers through it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		readyW.Close()
+		return nil, fmt.Errorf("start monitor %s: %w", binary, err)
+	}
+	readyW.Close()
+	// huskd is its parent until huskd restarts: reap it when it ends.
+	go func() { _ = cmd.Wait() }()
+	ready := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, readyR)
+		ready <- err
+	}()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("start monitor: %w", ctx.Err())
+	}
+	if err := c.Ping(ctx); err != nil {
+		b, _ := os.ReadFile(filepath.Join(dir, "monitor.log"))
+		return nil, fmt.Errorf("monitor did not start: %w: %s", err, b)
+	}
+	return c, nil
+}
+
+func (c *Client) call(ctx context.Context, req *proto.Request) (*proto.Response, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, proto.SocketName))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrGone, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return nil, fmt.Errorf("monitor %s: %w", req.Op, err)
+	}
+	var resp proto.Response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("monitor %s: %w", req.Op, ctx.Err())
+		}
+		// The monitor died with the request open.
+		return nil, fmt.Errorf("monitor %s: %w: %w", req.Op, ErrGone, err)
+	}
+	if resp.Error != "" {
+		return nil, errors.New(resp.Error)
+	}
+	return &resp, nil
+}
+
+// Ping checks that the monitor answers.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.call(ctx, &proto.Request{Op: proto.OpPing})
+	return err
+}
+
+// Create has the monitor create a container through the runtime and
+// returns the PID of its init, waiting at the runtime's exec fifo.
+func (c *Client) Create(ctx context.Context, cr *proto.Create) (int, error) {
+	resp, err := c.call(ctx, &proto.Request{Op: proto.OpCreate, Create: cr})
+	if err != nil {
+		return 0, err
+	}
+	return resp.PID, nil
+}
+
+// Wait returns once the container has exited and its exit is recorded.
+func (c *Client) Wait(ctx context.Context, id string) (*proto.Exit, error) {
+	resp, err := c.call(ctx, &proto.Request{Op: proto.OpWait, ID: id})
+	if err != nil {
+		return nil, err
+	}
+	return resp.Exit, nil
+}
+
+// Reopen reopens the container's log file.
+func (c *Client) Reopen(ctx context.Context, id string) error {
+	_, err := c.call(ctx, &proto.Request{Op: proto.OpReopen, ID: id})
+	return err
+}
+
+// List returns the containers the monitor knows.
+func (c *Client) List(ctx context.Context) ([]proto.State, error) {
+	resp, err := c.call(ctx, &proto.Request{Op: proto.OpList})
+	if err != nil {
+		return nil, err
+	}
+	return resp.States, nil
+}
+
+// Forget drops an exited container from the monitor.
+func (c *Client) Forget(ctx context.Context, id string) error {
+	_, err := c.call(ctx, &proto.Request{Op: proto.OpForget, ID: id})
+	return err
+}
+
+// Shutdown ends the monitor; it refuses while a container runs. A monitor
+// already gone is shut down.
+func (c *Client) Shutdown(ctx context.Context) error {
+	_, err := c.call(ctx, &proto.Request{Op: proto.OpShutdown})
+	if errors.Is(err, ErrGone) {
+		return nil
+	}
+	return err
+}
+
+// ReadExit reads a container's exit file; ok is false when none exists.
+func ReadExit(path string) (e proto.Exit, ok bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return e, false, nil
+	}
+	if err != nil {
+		return e, false, err
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		return e, false, fmt.Errorf("exit file %s: %w", path, err)
+	}
+	return e, true, nil
+}

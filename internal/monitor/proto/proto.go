@@ -1,0 +1,64 @@
+// Package proto is the wire format between huskd and husk-monitor: one
+// JSON Request and one JSON Response per unix socket connection. It is
+// its own package so the monitor binary imports nothing else of huskd's.
+package proto
+
+// SocketName is the monitor's socket in its directory.
+const SocketName = "monitor.sock"
+
+// Operations.
+const (
+	OpPing     = "ping"
+	OpCreate   = "create"   // create a container through the runtime; answers its PID
+	OpWait     = "wait"     // answers once the container exited and its exit is recorded
+	OpReopen   = "reopen"   // reopen the container's log file
+	OpList     = "list"     // the containers the monitor knows
+	OpForget   = "forget"   // drop an exited container
+	OpShutdown = "shutdown" // exit, when no container runs
+)
+
+// Request is what huskd asks.
+type Request struct {
+	Op     string  `json:"op"`
+	ID     string  `json:"id,omitempty"`
+	Create *Create `json:"create,omitempty"`
+}
+
+// Create describes a container for the runtime's create command.
+type Create struct {
+	ID string `json:"id"`
+	// Runtime is the OCI runtime binary, RuntimeRoot its --root.
+	Runtime       string `json:"runtime"`
+	RuntimeRoot   string `json:"runtimeRoot"`
+	SystemdCgroup bool   `json:"systemdCgroup,omitempty"`
+	Bundle        string `json:"bundle"`
+	// LogPath is the CRI log file; ExitFile where the exit is recorded.
+	LogPath  string `json:"logPath"`
+	ExitFile string `json:"exitFile"`
+	Stdin    bool   `json:"stdin,omitempty"`
+	Tty      bool   `json:"tty,omitempty"`
+}
+
+// Exit is a container's recorded end, also the content of its exit file.
+type Exit struct {
+	// Code is the exit status, or 128 + the signal that killed it.
+	Code     int32 `json:"code"`
+	Signaled bool  `json:"signaled,omitempty"`
+	// At is the time of the exit, Unix nanoseconds.
+	At int64 `json:"at"`
+}
+
+// State is one container the monitor knows.
+type State struct {
+	ID   string `json:"id"`
+	PID  int    `json:"pid"`
+	Exit *Exit  `json:"exit,omitempty"`
+}
+
+// Response answers a Request; Error is set when it failed.
+type Response struct {
+	Error  string  `json:"error,omitempty"`
+	PID    int     `json:"pid,omitempty"`
+	Exit   *Exit   `json:"exit,omitempty"`
+	States []State `json:"states,omitempty"`
+}

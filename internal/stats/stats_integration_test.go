@@ -1,0 +1,277 @@
+package stats
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+}
+
+func randomSuffix(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// testCgroupDirs creates the cgroup name in every hierarchy ReadCgroup reads
+// and removes them when the test ends.
+func testCgroupDirs(t *testing.T, name string) []string {
+	t.Helper()
+	var dirs []string
+	switch cgroups.Mode() {
+	case cgroups.Unified:
+		dirs = []string{filepath.Join(cgroupRoot, name)}
+	case cgroups.Legacy, cgroups.Hybrid:
+		seen := map[string]bool{}
+		for _, c := range []string{"memory", "cpuacct", "pids"} {
+			// cpuacct is often a symlink to a co-mounted cpu,cpuacct.
+			root, err := filepath.EvalSymlinks(filepath.Join(cgroupRoot, c))
+			if err != nil {
+				t.Fatalf("controller %s: %v", c, err)
+			}
+			if !seen[root] {
+				seen[root] = true
+				dirs = append(dirs, filepath.Join(root, name))
+			}
+		}
+	default:
+		t.Skip("no cgroup hierarchy mounted")
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			// A reaped task can linger in the cgroup for a moment.
+			var err error
+			for range 50 {
+				if err = os.Remove(d); err == nil || errors.Is(err, os.ErrNotExist) {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			t.Errorf("remove %s: %v", d, err)
+		})
+	}
+	return dirs
+}
+
+func TestReadCgroupIntegration(t *testing.T) {
+	requireRoot(t)
+	name := "husk-stats-test-" + randomSuffix(t)
+	dirs := testCgroupDirs(t, name)
+
+	// The child waits on stdin until it is in the cgroup, then execs so its
+	// memory is charged there; every step is one process, so killing its
+	// PID empties the cgroup.
+	cmd := exec.Command("/bin/sh", "-c",
+		`read _; exec /bin/sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 5'`)
+	gate, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	for _, d := range dirs {
+		f, err := os.OpenFile(filepath.Join(d, "cgroup.procs"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteString(strconv.Itoa(cmd.Process.Pid))
+		f.Close()
+		if err != nil {
+			t.Fatalf("move %d into %s: %v", cmd.Process.Pid, d, err)
+		}
+	}
+	gate.Close()
+
+	time.Sleep(time.Second)
+	var c *Cgroup
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		c, err = ReadCgroup("/" + name)
+		if err != nil {
+			t.Fatalf("ReadCgroup: %v", err)
+		}
+		if c.Pids >= 1 && c.MemoryUsageBytes > 0 && c.CPUUsageNanos > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Logf("%+v", *c)
+	if c.Pids < 1 {
+		t.Errorf("Pids = %d, want >= 1", c.Pids)
+	}
+	if c.MemoryUsageBytes == 0 {
+		t.Error("MemoryUsageBytes = 0, want > 0")
+	}
+	if c.CPUUsageNanos == 0 {
+		t.Error("CPUUsageNanos = 0, want > 0")
+	}
+	if c.MemoryWorkingSetBytes > c.MemoryUsageBytes {
+		t.Errorf("MemoryWorkingSetBytes %d > MemoryUsageBytes %d", c.MemoryWorkingSetBytes, c.MemoryUsageBytes)
+	}
+	if c.MemoryAvailableBytes != 0 {
+		t.Errorf("MemoryAvailableBytes = %d with no limit, want 0", c.MemoryAvailableBytes)
+	}
+	if c.Timestamp.IsZero() {
+		t.Error("Timestamp is zero")
+	}
+
+	// With a limit, available is limit minus working set.
+	const limit = 256 << 20
+	limitFile := "memory.limit_in_bytes"
+	if cgroups.Mode() == cgroups.Unified {
+		limitFile = "memory.max"
+	}
+	if err := os.WriteFile(filepath.Join(dirs[0], limitFile), []byte(strconv.Itoa(limit)), 0); err != nil {
+		t.Fatal(err)
+	}
+	c, err = ReadCgroup("/" + name)
+	if err != nil {
+		t.Fatalf("ReadCgroup: %v", err)
+	}
+	if c.MemoryAvailableBytes == 0 || c.MemoryAvailableBytes+c.MemoryWorkingSetBytes != limit {
+		t.Errorf("MemoryAvailableBytes = %d with working set %d, want %d in total", c.MemoryAvailableBytes, c.MemoryWorkingSetBytes, limit)
+	}
+}
+
+func ipCommand(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/sbin/ip", "/sbin/ip"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	p, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("ip (iproute2) not found")
+	}
+	return p
+}
+
+// netnsOfAllThreads returns the network namespace of every thread of this
+// process.
+func netnsOfAllThreads(t *testing.T) map[string]string {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, task := range tasks {
+		ns, err := os.Readlink(filepath.Join("/proc/self/task", task.Name(), "ns/net"))
+		if err != nil {
+			continue // thread exited
+		}
+		out[task.Name()] = ns
+	}
+	return out
+}
+
+func TestReadNetworkIntegration(t *testing.T) {
+	requireRoot(t)
+	ip := ipCommand(t)
+	ns := "husk-stats-" + randomSuffix(t)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() {
+		if out, err := exec.Command(ip, "netns", "del", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+		}
+	})
+	run("-n", ns, "link", "add", "a0", "type", "veth", "peer", "name", "a1")
+	run("-n", ns, "link", "set", "a0", "up")
+	run("-n", ns, "link", "set", "a1", "up")
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ifs, err := ReadNetwork(filepath.Join("/run/netns", ns))
+	if err != nil {
+		t.Fatalf("ReadNetwork: %v", err)
+	}
+	t.Logf("%+v", ifs)
+	var names []string
+	for _, i := range ifs {
+		names = append(names, i.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"a0", "a1"}) {
+		t.Errorf("interfaces = %v, want [a0 a1]", names)
+	}
+
+	after, err := os.Readlink("/proc/thread-self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("caller's netns changed: %s -> %s", before, after)
+	}
+
+	// Concurrent reads must leave every thread of the process where it was.
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			if _, err := ReadNetwork(filepath.Join("/run/netns", ns)); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent ReadNetwork: %v", err)
+	}
+	for tid, n := range netnsOfAllThreads(t) {
+		if n != before {
+			t.Errorf("thread %s is in netns %s, want %s", tid, n, before)
+		}
+	}
+
+	// A file that is not a network namespace must fail without moving anyone.
+	if _, err := ReadNetwork("/proc/self/ns/uts"); err == nil {
+		t.Error("ReadNetwork on a UTS namespace: want error")
+	}
+	if _, err := ReadNetwork("/proc/self/status"); err == nil {
+		t.Error("ReadNetwork on a regular file: want error")
+	}
+	for tid, n := range netnsOfAllThreads(t) {
+		if n != before {
+			t.Errorf("thread %s is in netns %s after failed reads, want %s", tid, n, before)
+		}
+	}
+}

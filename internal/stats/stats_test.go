@@ -1,0 +1,188 @@
+package stats
+
+import (
+	"errors"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/containerd/cgroups/v3"
+)
+
+func TestParseNetDev(t *testing.T) {
+	const header = "Inter-|   Receive                                                |  Transmit\n" +
+		" face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n"
+	tests := []struct {
+		name    string
+		in      string
+		want    []Interface
+		wantErr bool
+	}{
+		{
+			name: "typical",
+			in: header +
+				"    lo:    1296      16    0    0    0     0          0         0     1296      16    0    0    0     0       0          0\n" +
+				"  eth0: 9876543   12345    3    1    0     0          0         7  1234567    6789    2    0    0     0       0          0\n",
+			want: []Interface{
+				{Name: "lo", RxBytes: 1296, TxBytes: 1296},
+				{Name: "eth0", RxBytes: 9876543, RxErrors: 3, TxBytes: 1234567, TxErrors: 2},
+			},
+		},
+		{
+			// Old kernels print wide counters with no space after ':'.
+			name: "no space after colon",
+			in:   header + "eth1:18446744073709551615 1 2 3 4 5 6 7 42 9 10 11 12 13 14 15\n",
+			want: []Interface{{Name: "eth1", RxBytes: 18446744073709551615, RxErrors: 2, TxBytes: 42, TxErrors: 10}},
+		},
+		{
+			name: "pipe in interface name",
+			in:   header + "a|b: 1 0 0 0 0 0 0 0 2 0 0 0 0 0 0 0\n",
+			want: []Interface{{Name: "a|b", RxBytes: 1, TxBytes: 2}},
+		},
+		{
+			name: "header only",
+			in:   header,
+			want: nil,
+		},
+		{
+			name:    "too few counters",
+			in:      header + "eth0: 1 2 3\n",
+			wantErr: true,
+		},
+		{
+			name:    "not a number",
+			in:      header + "eth0: 1 0 x 0 0 0 0 0 2 0 0 0 0 0 0 0\n",
+			wantErr: true,
+		},
+		{
+			name:    "no name",
+			in:      header + "  : 1 0 0 0 0 0 0 0 2 0 0 0 0 0 0 0\n",
+			wantErr: true,
+		},
+		{
+			name:    "garbage line",
+			in:      header + "garbage\n",
+			wantErr: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseNetDev(strings.NewReader(tt.in))
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("parseNetDev: got %+v, want error", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseNetDev: %v", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("parseNetDev:\n got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestExpandSlice(t *testing.T) {
+	tests := []struct {
+		in, want string
+		wantErr  bool
+	}{
+		{in: "system.slice", want: "/system.slice"},
+		{in: "kubepods.slice", want: "/kubepods.slice"},
+		{in: "kubepods-burstable.slice", want: "/kubepods.slice/kubepods-burstable.slice"},
+		{in: "kubepods-burstable-pod1234.slice", want: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice"},
+		{in: "-.slice", want: "/"},
+		{in: ".slice", wantErr: true},
+		{in: "system", wantErr: true},
+		{in: "a--b.slice", wantErr: true},
+		{in: "-a.slice", wantErr: true},
+		{in: "a-.slice", wantErr: true},
+		{in: "a/b.slice", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := expandSlice(tt.in)
+		if tt.wantErr {
+			if err == nil {
+				t.Errorf("expandSlice(%q) = %q, want error", tt.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("expandSlice(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestGroupPath(t *testing.T) {
+	tests := []struct {
+		in, want string
+		wantErr  bool
+	}{
+		{in: "/husk-test/abc123", want: "/husk-test/abc123"},
+		{in: "/husk-test//abc123/", want: "/husk-test/abc123"},
+		{in: "/../../etc", want: "/etc"},
+		{in: "system.slice:husk:abc", want: "/system.slice/husk-abc.scope"},
+		{in: ":husk:abc", want: "/system.slice/husk-abc.scope"},
+		{in: "kubepods-burstable.slice:husk:abc", want: "/kubepods.slice/kubepods-burstable.slice/husk-abc.scope"},
+		{in: "kubepods-besteffort-pod1.slice:cri-husk:0123abcd", want: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-husk-0123abcd.scope"},
+		{in: "kubepods.slice::abc", want: "/kubepods.slice/abc.scope"},
+		{in: "kubepods-burstable.slice:husk:kubepods-burstable-pod1.slice", want: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"},
+		{in: "", wantErr: true},
+		{in: "relative/path", wantErr: true},
+		{in: "system.slice:husk:", wantErr: true},
+		{in: "system.slice:husk:a/b", wantErr: true},
+		{in: "notaslice:husk:abc", wantErr: true},
+		{in: "a--b.slice:husk:abc", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := groupPath(tt.in)
+		if tt.wantErr {
+			if err == nil {
+				t.Errorf("groupPath(%q) = %q, want error", tt.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("groupPath(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestWorkingSetAndAvailable(t *testing.T) {
+	if got := workingSet(100, 30); got != 70 {
+		t.Errorf("workingSet(100, 30) = %d, want 70", got)
+	}
+	if got := workingSet(10, 30); got != 0 {
+		t.Errorf("workingSet(10, 30) = %d, want 0", got)
+	}
+	if got := available(100, 70); got != 30 {
+		t.Errorf("available(100, 70) = %d, want 30", got)
+	}
+	if got := available(50, 70); got != 0 {
+		t.Errorf("available(50, 70) = %d, want 0", got)
+	}
+}
+
+func TestReadCgroupNotExist(t *testing.T) {
+	if cgroups.Mode() == cgroups.Unavailable {
+		t.Skip("no cgroup hierarchy mounted")
+	}
+	for _, p := range []string{"/husk-stats-test-does-not-exist", "system.slice:husk:does-not-exist"} {
+		_, err := ReadCgroup(p)
+		t.Log(err)
+		if !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("ReadCgroup(%q) error = %v, want os.ErrNotExist", p, err)
+		}
+	}
+}
+
+func TestReadNetworkNotExist(t *testing.T) {
+	_, err := ReadNetwork("/run/netns/husk-stats-test-does-not-exist")
+	t.Log(err)
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ReadNetwork error = %v, want os.ErrNotExist", err)
+	}
+}

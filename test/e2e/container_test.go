@@ -1,0 +1,415 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// busyboxApplets are linked to /bin/busybox in the test image.
+var busyboxApplets = []string{"sh", "httpd", "wget", "cat", "echo", "sleep", "hostname", "ps", "head", "tr",
+	"mkdir", "ls", "id", "true", "mv", "seq", "yes", "dd"}
+
+// busyboxImage builds a busybox image offline from the host's static
+// busybox, with a passwd that knows an unprivileged "app" user.
+func busyboxImage(t *testing.T) v1.Image {
+	t.Helper()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skipf("needs busybox-static: %v", err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header, body []byte) {
+		h.Size = int64(len(body))
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"bin/", "etc/", "tmp/", "home/", "home/app/"} {
+		add(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755}, nil)
+	}
+	add(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755}, bb)
+	for _, a := range busyboxApplets {
+		add(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox"}, nil)
+	}
+	add(&tar.Header{Name: "etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644},
+		[]byte("root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"))
+	add(&tar.Header{Name: "etc/group", Typeflag: tar.TypeReg, Mode: 0o644},
+		[]byte("root:x:0:\napp:x:1000:\nextra:x:2000:app\nnogroup:x:65534:\n"))
+	tw.Close()
+	layerBytes := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerBytes)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err = mutate.Config(img, v1.Config{Cmd: []string{"sh"}, Env: []string{"PATH=/bin", "FROM_IMAGE=yes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// containerEnv is an env with the busybox image pulled.
+func containerEnv(t *testing.T) *env {
+	t.Helper()
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	host := strings.TrimPrefix(reg.URL, "http://")
+	ref, _ := name.NewTag(host+"/library/busybox:e2e", name.Insecure)
+	if err := remote.Write(ref, busyboxImage(t)); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, withConfig(fmt.Sprintf("[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n", host)))
+	e.start()
+	if _, err := runtimeapi.NewImageServiceClient(e.conn).PullImage(e.ctx(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox:e2e"}}); err != nil {
+		t.Fatalf("PullImage: %v\n%s", err, e.logs())
+	}
+	return e
+}
+
+func ctrConfig(name string, cmd ...string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: name},
+		Image:    &runtimeapi.ImageSpec{Image: "busybox:e2e"},
+		Command:  cmd,
+		LogPath:  name + "/0.log",
+		Labels:   map[string]string{"container": name},
+		Linux:    &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{}, SecurityContext: &runtimeapi.LinuxContainerSecurityContext{}},
+	}
+}
+
+// run creates and starts a container.
+func (e *env) run(podID string, pod *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
+	e.t.Helper()
+	resp, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: pod})
+	if err != nil {
+		e.t.Fatalf("CreateContainer %s: %v\n%s", cfg.Metadata.Name, err, e.logs())
+	}
+	if _, err := e.rt.StartContainer(e.ctx(), &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		e.t.Fatalf("StartContainer %s: %v\n%s", cfg.Metadata.Name, err, e.logs())
+	}
+	return resp.ContainerId
+}
+
+func (e *env) exec(id string, timeout int64, cmd ...string) *runtimeapi.ExecSyncResponse {
+	e.t.Helper()
+	resp, err := e.rt.ExecSync(e.ctx(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: timeout})
+	if err != nil {
+		e.t.Fatalf("ExecSync %v: %v\n%s", cmd, err, e.logs())
+	}
+	return resp
+}
+
+// waitExited waits for a container to exit and returns its status.
+func (e *env) waitExited(id string, within time.Duration) *runtimeapi.ContainerStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+		if err != nil {
+			e.t.Fatalf("ContainerStatus: %v", err)
+		}
+		if resp.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+			return resp.Status
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("container %s still %s after %s\n%s", id, resp.Status.State, within, e.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The documents' demo: a web container and a client sharing the pod's
+// network, UTS, IPC and (pid = POD) PID namespaces, with husk-pause as
+// PID 1 reaping the client's orphans. Run with runc and crun.
+func TestPodDemo(t *testing.T) {
+	for _, handler := range []string{"runc", "crun"} {
+		t.Run(handler, func(t *testing.T) {
+			t.Parallel()
+			e := containerEnv(t)
+			pod := e.podConfig("demo-" + handler)
+			pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
+			podID := e.runPod(pod, handler)
+
+			web := e.run(podID, pod, ctrConfig("web", "sh", "-c",
+				"mkdir -p /www && echo hello-from-web > /www/index.html && echo shared > /dev/shm/note && exec httpd -f -p 80 -h /www"))
+			client := e.run(podID, pod, ctrConfig("client", "sleep", "3600"))
+
+			var page string
+			for i := 0; i < 50; i++ {
+				if r := e.exec(client, 10, "wget", "-q", "-O", "-", "http://127.0.0.1:80/"); r.ExitCode == 0 {
+					page = string(r.Stdout)
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if page != "hello-from-web\n" {
+				t.Fatalf("client fetched %q from 127.0.0.1:80", page)
+			}
+			h1, h2 := e.exec(web, 10, "hostname"), e.exec(client, 10, "hostname")
+			if string(h1.Stdout) != pod.Hostname+"\n" || string(h1.Stdout) != string(h2.Stdout) {
+				t.Errorf("hostnames %q and %q, want %q", h1.Stdout, h2.Stdout, pod.Hostname)
+			}
+			if r := e.exec(client, 10, "cat", "/dev/shm/note"); string(r.Stdout) != "shared\n" {
+				t.Errorf("/dev/shm/note in the client = %q (%s)", r.Stdout, r.Stderr)
+			}
+			if r := e.exec(client, 10, "cat", "/proc/1/cmdline"); !strings.Contains(string(r.Stdout), "husk-pause") {
+				t.Errorf("PID 1 of the pod is %q, want husk-pause", r.Stdout)
+			}
+			if r := e.exec(client, 10, "ps", "-o", "pid,comm"); !strings.Contains(string(r.Stdout), "httpd") {
+				t.Errorf("client does not see the web server's processes:\n%s", r.Stdout)
+			}
+			// An orphan: the inner sleep's parent exits at once, so it is
+			// reparented to PID 1 and must be reaped when it exits.
+			e.exec(client, 10, "sh", "-c", "sh -c 'sleep 0.3 &'")
+			time.Sleep(1300 * time.Millisecond)
+			if r := e.exec(client, 10, "ps", "-o", "stat,comm"); bytes.Contains(r.Stdout, []byte("Z ")) {
+				t.Errorf("zombie left in the pod a second after the orphan exited:\n%s", r.Stdout)
+			}
+
+			list, err := e.rt.ListContainers(e.ctx(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
+				PodSandboxId: podID, LabelSelector: map[string]string{"container": "web"}}})
+			if err != nil || len(list.Containers) != 1 || list.Containers[0].Id != web {
+				t.Errorf("ListContainers by label = %v, %v", list, err)
+			}
+			e.stopRemove(podID)
+			e.assertNoLeaks(podID, web, client)
+		})
+	}
+}
+
+// Exit codes and reasons, logs in the CRI format, log reopening, user
+// resolution, ExecSync's timeout.
+func TestContainerLifecycle(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	pod := e.podConfig("life")
+	podID := e.runPod(pod, "")
+
+	ok := e.run(podID, pod, ctrConfig("ok", "sh", "-c", "echo out; echo err >&2; head -c 20000 /dev/zero | tr '\\0' a; echo; printf tail"))
+	fail := e.run(podID, pod, ctrConfig("fail", "sh", "-c", "exit 3"))
+	if st := e.waitExited(ok, 10*time.Second); st.ExitCode != 0 || st.Reason != "Completed" || st.FinishedAt < st.StartedAt {
+		t.Errorf("ok: exit %d reason %q", st.ExitCode, st.Reason)
+	}
+	if st := e.waitExited(fail, 10*time.Second); st.ExitCode != 3 || st.Reason != "Error" {
+		t.Errorf("fail: exit %d reason %q", st.ExitCode, st.Reason)
+	}
+
+	// The log: stdout and stderr records, the 20000-byte line split in a
+	// 16 KiB partial and its full rest, the unterminated tail partial.
+	logPath := filepath.Join(pod.LogDirectory, "ok/0.log")
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		f := strings.SplitN(line, " ", 4)
+		if len(f) != 4 {
+			t.Fatalf("bad log line %q", line)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, f[0]); err != nil {
+			t.Errorf("bad timestamp in %q", line)
+		}
+		content := f[3]
+		if len(content) > 40 {
+			content = fmt.Sprintf("a*%d", len(content))
+		}
+		got = append(got, f[1]+" "+f[2]+" "+content)
+	}
+	sortStreams := strings.Join(got, "|")
+	for _, want := range []string{"stdout F out", "stderr F err", "stdout P a*16384", "stdout F a*3616", "stdout P tail"} {
+		if !strings.Contains(sortStreams, want) {
+			t.Errorf("log lacks %q: %v", want, got)
+		}
+	}
+
+	// 137 after a kill, and the user from run_as_username.
+	cfg := ctrConfig("sleeper", "sleep", "3600")
+	cfg.Linux.SecurityContext.RunAsUsername = "app"
+	sleeper := e.run(podID, pod, cfg)
+	if r := e.exec(sleeper, 10, "id"); !strings.Contains(string(r.Stdout), "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)") {
+		t.Errorf("id as app = %q", r.Stdout)
+	}
+	start := time.Now()
+	_, err = e.rt.ExecSync(e.ctx(), &runtimeapi.ExecSyncRequest{ContainerId: sleeper, Cmd: []string{"sleep", "30"}, Timeout: 1})
+	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 5*time.Second {
+		t.Errorf("ExecSync past its timeout = %v after %s, want DeadlineExceeded after ~1s", err, time.Since(start))
+	}
+	if r := e.exec(sleeper, 10, "ps", "-o", "comm"); strings.Count(string(r.Stdout), "sleep") != 1 {
+		t.Errorf("the timed-out exec still runs:\n%s", r.Stdout)
+	}
+	if _, err := e.rt.StopContainer(e.ctx(), &runtimeapi.StopContainerRequest{ContainerId: sleeper, Timeout: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitExited(sleeper, 5*time.Second); st.ExitCode != 137 {
+		t.Errorf("killed: exit %d", st.ExitCode)
+	}
+
+	// OOMKilled: a 16 MiB limit and a shell that keeps doubling a string.
+	cfg = ctrConfig("oom", "sh", "-c", "x=aaaaaaaa; while true; do x=$x$x; done")
+	cfg.Linux.Resources.MemoryLimitInBytes = 16 << 20
+	oom := e.run(podID, pod, cfg)
+	if st := e.waitExited(oom, 30*time.Second); st.Reason != "OOMKilled" || st.ExitCode != 137 {
+		t.Errorf("oom: exit %d reason %q", st.ExitCode, st.Reason)
+	}
+
+	// ReopenContainerLog after the kubelet renamed the file.
+	ticker := e.run(podID, pod, ctrConfig("ticker", "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick$i; sleep 0.05; done"))
+	tickLog := filepath.Join(pod.LogDirectory, "ticker/0.log")
+	time.Sleep(300 * time.Millisecond)
+	if err := os.Rename(tickLog, tickLog+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rt.ReopenContainerLog(e.ctx(), &runtimeapi.ReopenContainerLogRequest{ContainerId: ticker}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := countLines(t, tickLog); n == 0 {
+		t.Error("no lines in the reopened log")
+	}
+	if n := countLines(t, tickLog+".1"); n == 0 {
+		t.Error("no lines in the rotated log")
+	}
+
+	// Idempotence, and the CRI's success for unknown IDs.
+	for i := 0; i < 2; i++ {
+		if _, err := e.rt.StopContainer(e.ctx(), &runtimeapi.StopContainerRequest{ContainerId: ok, Timeout: 1}); err != nil {
+			t.Errorf("StopContainer of an exited container: %v", err)
+		}
+		if _, err := e.rt.RemoveContainer(e.ctx(), &runtimeapi.RemoveContainerRequest{ContainerId: ok}); err != nil {
+			t.Errorf("RemoveContainer #%d: %v", i, err)
+		}
+	}
+	if _, err := e.rt.StopContainer(e.ctx(), &runtimeapi.StopContainerRequest{ContainerId: "nosuch"}); err != nil {
+		t.Errorf("StopContainer of an unknown ID: %v", err)
+	}
+	// RemoveContainer of a running container kills it.
+	if _, err := e.rt.RemoveContainer(e.ctx(), &runtimeapi.RemoveContainerRequest{ContainerId: ticker}); err != nil {
+		t.Errorf("RemoveContainer of a running container: %v", err)
+	}
+	e.stopRemove(podID)
+	e.assertNoLeaks(podID)
+}
+
+func countLines(t *testing.T, path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		n++
+	}
+	return n
+}
+
+// kill -9 of huskd while containers run and while one exits: after the
+// restart the running one is still RUNNING and stoppable, the one that
+// exited while huskd was down is EXITED with its real code.
+func TestContainersSurviveDaemonRestart(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	pod := e.podConfig("restart")
+	podID := e.runPod(pod, "")
+	runner := e.run(podID, pod, ctrConfig("runner", "sleep", "3600"))
+	quitter := e.run(podID, pod, ctrConfig("quitter", "sh", "-c", "sleep 1; exit 7"))
+	e.kill9()
+	time.Sleep(2 * time.Second)
+	e.start()
+	if st := e.waitExited(quitter, 5*time.Second); st.ExitCode != 7 {
+		t.Errorf("exited while huskd was down: code %d, want 7", st.ExitCode)
+	}
+	resp, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: runner})
+	if err != nil || resp.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("runner after restart: %v, %v", resp, err)
+	}
+	if r := e.exec(runner, 10, "echo", "alive"); string(r.Stdout) != "alive\n" {
+		t.Errorf("exec after restart = %q", r.Stdout)
+	}
+	if _, err := e.rt.StopContainer(e.ctx(), &runtimeapi.StopContainerRequest{ContainerId: runner, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitExited(runner, 5*time.Second); st.ExitCode != 137 && st.ExitCode != 143 {
+		t.Errorf("runner stopped: code %d", st.ExitCode)
+	}
+	e.stopRemove(podID)
+	e.assertNoLeaks(podID)
+}
+
+// Bad container configs get InvalidArgument naming the field; a container
+// in an unknown sandbox NotFound.
+func TestContainerBadInput(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	pod := e.podConfig("bad")
+	podID := e.runPod(pod, "")
+	bad := map[string]func(*runtimeapi.ContainerConfig){
+		"metadata.name": func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "../x" },
+		"log_path":      func(c *runtimeapi.ContainerConfig) { c.LogPath = "../../etc/evil" },
+		"image.image":   func(c *runtimeapi.ContainerConfig) { c.Image.Image = "" },
+		"container_path": func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "rel", HostPath: "/tmp"}}
+		},
+	}
+	for field, mutate := range bad {
+		cfg := ctrConfig("c", "true")
+		mutate(cfg)
+		_, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
+	_, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: "nosuch", Config: ctrConfig("c", "true")})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("unknown sandbox: %v", err)
+	}
+	cfg := ctrConfig("c", "true")
+	cfg.Image.Image = "nosuch:1"
+	if _, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg}); status.Code(err) != codes.NotFound {
+		t.Errorf("unknown image: %v", err)
+	}
+	// A command that does not exist fails CreateContainer or
+	// StartContainer with the runtime's reason, and leaves nothing.
+	cfg = ctrConfig("missing", "/no/such/binary")
+	cfg.Linux.SecurityContext.RunAsUser = &runtimeapi.Int64Value{Value: 0}
+	resp, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg})
+	if err == nil {
+		_, err = e.rt.StartContainer(e.ctx(), &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId})
+	}
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing binary: %v", err)
+	}
+	e.stopRemove(podID)
+	e.assertNoLeaks(podID)
+}
