@@ -86,7 +86,7 @@ func (m *Manager) recordExit(c *Container, exit *mproto.Exit) {
 	rec.ExitCode = exit.Code
 	rec.FinishedAt = exit.At
 	switch {
-	case oomKilled(rec.CgroupsPath, m.opts.CgroupDriver):
+	case oomKilled(rec.CgroupsPath):
 		rec.Reason = "OOMKilled"
 	case exit.Code == 0:
 		rec.Reason = "Completed"

@@ -324,3 +324,5 @@ func (m *Manager) monitorFor(ctx context.Context, sandboxID string) (*monitor.Cl
 	}
 	return c, nil
 }
+
+func timestamp() int64 { return time.Now().UnixNano() }

@@ -182,6 +182,10 @@ func available(limit, workingSet uint64) uint64 {
 	return limit - workingSet
 }
 
+// GroupPath turns an OCI cgroupsPath (cgroupfs or systemd form) into the
+// cgroup's path below a hierarchy's mount point.
+func GroupPath(cgroupsPath string) (string, error) { return groupPath(cgroupsPath) }
+
 // groupPath turns an OCI cgroupsPath into a path relative to the hierarchy
 // root ("/a/b"), expanding the systemd form as systemd lays units out.
 func groupPath(cgroupsPath string) (string, error) {

@@ -413,3 +413,70 @@ func TestContainerBadInput(t *testing.T) {
 	e.stopRemove(podID)
 	e.assertNoLeaks(podID)
 }
+
+// GetContainerEvents streams sandbox and container events; the stats RPCs
+// read the containers' cgroups and the pod's interfaces.
+func TestEventsAndStats(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	stream, err := e.rt.GetContainerEvents(e.ctx(), &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan *runtimeapi.ContainerEventResponse, 100)
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				close(events)
+				return
+			}
+			events <- ev
+		}
+	}()
+	pod := e.podConfig("stats")
+	podID := e.runPod(pod, "")
+	ctr := e.run(podID, pod, ctrConfig("busy", "sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 3600"))
+	time.Sleep(500 * time.Millisecond)
+
+	cs, err := e.rt.ContainerStats(e.ctx(), &runtimeapi.ContainerStatsRequest{ContainerId: ctr})
+	if err != nil || cs.Stats.Cpu.GetUsageCoreNanoSeconds().GetValue() == 0 || cs.Stats.Memory.GetWorkingSetBytes().GetValue() == 0 ||
+		cs.Stats.WritableLayer == nil {
+		t.Errorf("ContainerStats = %v, %v", cs, err)
+	}
+	ps, err := e.rt.PodSandboxStats(e.ctx(), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
+	if err != nil || ps.Stats.Linux.GetProcess().GetProcessCount().GetValue() < 2 || len(ps.Stats.Linux.Containers) != 1 ||
+		ps.Stats.Linux.GetNetwork().GetDefaultInterface().GetName() != "eth0" {
+		t.Errorf("PodSandboxStats = %v, %v", ps, err)
+	}
+	if l, err := e.rt.ListContainerStats(e.ctx(), &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: podID}}); err != nil || len(l.Stats) != 1 {
+		t.Errorf("ListContainerStats = %v, %v", l, err)
+	}
+	if l, err := e.rt.ListPodSandboxStats(e.ctx(), &runtimeapi.ListPodSandboxStatsRequest{}); err != nil || len(l.Stats) != 1 {
+		t.Errorf("ListPodSandboxStats = %v, %v", l, err)
+	}
+	e.stopRemove(podID)
+
+	want := []string{
+		podID + " CONTAINER_CREATED_EVENT", podID + " CONTAINER_STARTED_EVENT",
+		ctr + " CONTAINER_CREATED_EVENT", ctr + " CONTAINER_STARTED_EVENT", ctr + " CONTAINER_STOPPED_EVENT",
+		podID + " CONTAINER_STOPPED_EVENT", ctr + " CONTAINER_DELETED_EVENT", podID + " CONTAINER_DELETED_EVENT",
+	}
+	var got []string
+	timeout := time.After(5 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatalf("event stream ended after %v", got)
+			}
+			got = append(got, ev.ContainerId+" "+ev.ContainerEventType.String())
+		case <-timeout:
+			t.Fatalf("events = %v, want %v", got, want)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	e.assertNoLeaks(podID, ctr)
+}
