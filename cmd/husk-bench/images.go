@@ -77,6 +77,13 @@ func startImages() (*benchImages, error) {
 		b.cold = append(b.cold, "docker.io/"+tag)
 		b.warm = append(b.warm, fmt.Sprintf("docker.io/bench/warm:%d", i))
 	}
+	bb, err := busyboxImage()
+	if err != nil {
+		return nil, err
+	}
+	if err := push("bench/busybox:1", bb); err != nil {
+		return nil, err
+	}
 	for i := 0; i < smallImages; i++ {
 		img, err := random.Image(256, 1)
 		if err != nil {

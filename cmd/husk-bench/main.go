@@ -84,7 +84,8 @@ func run(o options) error {
 			order = append(order, call+" "+n.name)
 		}
 	}
-	order = append(order, "per-pod private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
+	order = append(order, "per-pod private memory", "Create+StartContainer", "StopContainer (timeout 0)", "RemoveContainer",
+		"per-pod memory, 1 container", "monitor private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
 		listImagesScenario, "infra binary size", "infra RssAnon", "infra threads")
 	imgs, err := startImages()
 	if err != nil {
@@ -107,6 +108,9 @@ func run(o options) error {
 			err = benchSandboxes(ctx, rt, o, n.name, ni == 0, rec)
 			if err == nil && ni == 0 {
 				err = benchImagePulls(ctx, rt, imgs, rec)
+			}
+			if err == nil && ni == 0 {
+				err = benchContainers(ctx, rt, o, rec)
 			}
 			rt.close(o.keep)
 			if err != nil {

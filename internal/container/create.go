@@ -21,6 +21,7 @@ import (
 
 	mproto "github.com/huskrt/husk/internal/monitor/proto"
 	"github.com/huskrt/husk/internal/oci"
+	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/store"
 )
 
@@ -143,11 +144,13 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 
 	rec := &c.rec
 	log := m.logger(rec)
+	timer := phase.Start()
 	if err := m.opts.Store.Create(store.Containers, store.ContainerName, rec.ID, rec.Name, rec); err != nil {
 		m.unindex(c)
 		return "", fmt.Errorf("container %s: reserve name %q: %w", rec.ID, rec.Name, err)
 	}
 	c.setView()
+	timer.Mark("persist")
 	defer func() {
 		if err == nil {
 			return
@@ -170,6 +173,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", err
 	}
+	timer.Mark("rootfs")
 	user, err := resolveUser(rootfs, cfg.GetLinux().GetSecurityContext(), imgCfg.Config.User)
 	if err != nil {
 		return "", err
@@ -215,10 +219,12 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", fmt.Errorf("spec: %w", err)
 	}
 
+	timer.Mark("spec")
 	mon, err := m.monitorFor(ctx, sb.ID)
 	if err != nil {
 		return "", err
 	}
+	timer.Mark("monitor")
 	logPath := rec.LogPath
 	if logPath == "" {
 		logPath = filepath.Join(bundle, "output.log")
@@ -234,6 +240,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", fmt.Errorf("create with handler %s: %w", sb.Handler, err)
 	}
+	timer.Mark("runtime")
 	rec.PID = pid
 	rec.State = StateCreated
 	if err := m.persistLocked(c); err != nil {
@@ -241,7 +248,9 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", err
 	}
 	go m.waitExit(c, mon.Dir())
+	timer.Mark("persisted")
 	log.Info("container created", "name", rec.Name, "image", rec.ImageID, "pid", pid)
+	log.Debug("container create phases", timer.Attrs()...)
 	m.emit(rec, EventCreated)
 	return rec.ID, nil
 }

@@ -73,6 +73,34 @@ func (m *Manager) waitExit(c *Container, monitorDir string) {
 		break
 	}
 	m.recordExit(c, exit)
+	m.deleteExited(c)
+}
+
+// deleteExited deletes an exited container's runtime state and cgroup at
+// once, as containerd deletes the task on exit: the exit reason was read
+// from the cgroup already, and RemoveContainer then has no runtime exec
+// left to do. A failure leaves RuntimeCreated set for Remove to retry.
+func (m *Manager) deleteExited(c *Container) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := &c.rec
+	if !rec.RuntimeCreated || rec.State != StateExited {
+		return
+	}
+	rt, err := m.runtimeFor(rec.Handler)
+	if err != nil {
+		return
+	}
+	ctx, cancel := freshContext()
+	defer cancel()
+	if err := rt.Delete(ctx, rec.ID); err != nil {
+		m.logger(rec).Warn("delete exited container from the runtime", "error", err)
+		return
+	}
+	rec.RuntimeCreated = false
+	if err := m.persistLocked(c); err != nil {
+		m.logger(rec).Error("persist", "error", err)
+	}
 }
 
 func (m *Manager) recordExit(c *Container, exit *mproto.Exit) {

@@ -56,9 +56,11 @@ func (m *Manager) Recover(ctx context.Context) error {
 			log.Info("undid a CreateContainer cut short by a restart")
 		case StateExited:
 			close(c.exited)
+			go m.deleteExited(c)
 		default:
 			if e, ok, _ := monitor.ReadExit(m.exitFile(r.ID)); ok {
 				m.recordExit(c, &e)
+				go m.deleteExited(c)
 				continue
 			}
 			go m.waitExit(c, m.monitorDir(r.SandboxID))

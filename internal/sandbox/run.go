@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/oci"
+	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/store"
 )
@@ -111,7 +111,7 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 	rec := &sb.rec
 	cfg := sb.config
 	log := m.logger(rec, cfg)
-	timer := newPhaseTimer()
+	timer := phase.Start()
 	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
 	dir := m.dir(rec.ID)
@@ -139,7 +139,7 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		return fmt.Errorf("sandbox %s: reserve name %q: %w", rec.ID, rec.Name, err)
 	}
 	sb.setView()
-	timer.mark("persist")
+	timer.Mark("persist")
 
 	defer func() {
 		if err == nil {
@@ -187,7 +187,7 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 			return err
 		}
 	}
-	timer.mark("files")
+	timer.Mark("files")
 
 	// 4. Network namespace, pinned.
 	if err := cancelled(); err != nil {
@@ -201,7 +201,7 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		if p != rec.NetnsPath {
 			rec.NetnsPath = p
 		}
-		timer.mark("netns")
+		timer.Mark("netns")
 	}
 
 	// 5 and 6 run at once: the CNI plugins and the OCI runtime each take
@@ -224,10 +224,10 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		}()
 	}
 	infraErr := m.startInfra(opCtx, sb, rt, dir)
-	timer.mark("infra")
+	timer.Mark("infra")
 	if addDone != nil {
 		r := <-addDone
-		timer.mark("network")
+		timer.Mark("network")
 		if r.err != nil {
 			return errors.Join(fmt.Errorf("setup network: %w", r.err), infraErr)
 		}
@@ -251,8 +251,8 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		rec.State = StateCreating
 		return err
 	}
-	timer.mark("ready")
-	log.Debug("sandbox ready", timer.attrs()...)
+	timer.Mark("ready")
+	log.Debug("sandbox ready", timer.Attrs()...)
 	m.emit(rec.ID, EventCreated)
 	m.emit(rec.ID, EventStarted)
 	return nil
@@ -347,25 +347,4 @@ func newID() string {
 		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
 	}
 	return hex.EncodeToString(b[:])
-}
-
-// phaseTimer records how long each step took, for the debug log.
-type phaseTimer struct {
-	start, last time.Time
-	attrs_      []any
-}
-
-func newPhaseTimer() *phaseTimer {
-	now := time.Now()
-	return &phaseTimer{start: now, last: now}
-}
-
-func (t *phaseTimer) mark(phase string) {
-	now := time.Now()
-	t.attrs_ = append(t.attrs_, slog.Duration(phase, now.Sub(t.last)))
-	t.last = now
-}
-
-func (t *phaseTimer) attrs() []any {
-	return append(t.attrs_, slog.Duration("total", time.Since(t.start)))
 }

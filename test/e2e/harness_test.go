@@ -491,6 +491,9 @@ func (e *env) assertNoLeaks(ids ...string) {
 
 // cleanup stops huskd and removes whatever a failed test left behind.
 func (e *env) cleanup() {
+	if os.Getenv("HUSK_E2E_LOGS") != "" && e.logBuf != nil {
+		e.t.Logf("huskd log:\n%s", e.logs())
+	}
 	if e.daemon != nil && e.conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		if resp, err := e.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
