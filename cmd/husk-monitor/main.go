@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -64,7 +65,7 @@ func run(dir string) error {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		return err
 	}
-	m := &monitor{dir: dir, containers: map[string]*container{}, waiters: map[int]chan unix.WaitStatus{}, unclaimed: map[int]unix.WaitStatus{}}
+	m := &monitor{dir: dir, containers: map[string]*container{}, waiters: map[int]chan unix.WaitStatus{}, unclaimed: map[int]unclaimedStatus{}}
 	go m.reap()
 	// huskd waits for this fd (its "ready" pipe) to close before it dials.
 	if f := os.NewFile(3, "ready"); f != nil {
@@ -87,7 +88,12 @@ type monitor struct {
 	// statuses reaped before anyone asked (an init that exits before
 	// its PID file was read).
 	waiters   map[int]chan unix.WaitStatus
-	unclaimed map[int]unix.WaitStatus
+	unclaimed map[int]unclaimedStatus
+}
+
+type unclaimedStatus struct {
+	ws unix.WaitStatus
+	at time.Time
 }
 
 type container struct {
@@ -121,7 +127,14 @@ func (m *monitor) reap() {
 				delete(m.waiters, pid)
 				w <- ws
 			} else {
-				m.unclaimed[pid] = ws
+				m.unclaimed[pid] = unclaimedStatus{ws, time.Now()}
+			}
+			// Orphans of containers that share the host's PID namespace
+			// end up here too; nobody will ask for them.
+			for p, u := range m.unclaimed {
+				if time.Since(u.at) > time.Minute {
+					delete(m.unclaimed, p)
+				}
 			}
 			m.mu.Unlock()
 		}
@@ -134,9 +147,9 @@ func (m *monitor) waitFor(pid int) <-chan unix.WaitStatus {
 	ch := make(chan unix.WaitStatus, 1)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if ws, ok := m.unclaimed[pid]; ok {
+	if u, ok := m.unclaimed[pid]; ok {
 		delete(m.unclaimed, pid)
-		ch <- ws
+		ch <- u.ws
 		return ch
 	}
 	m.waiters[pid] = ch

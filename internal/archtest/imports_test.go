@@ -86,3 +86,22 @@ func TestPauseDependencies(t *testing.T) {
 	}
 	t.Fatal("cmd/husk-pause not found")
 }
+
+// husk-monitor runs once per pod too: the standard library, x/sys, and of
+// husk only the wire format and the CRI log writer.
+func TestMonitorDependencies(t *testing.T) {
+	allowed := map[string]bool{module + "internal/monitor/proto": true, module + "internal/crilog": true}
+	for _, p := range listPackages(t) {
+		if p.ImportPath != module+"cmd/husk-monitor" {
+			continue
+		}
+		for _, d := range p.Deps {
+			external := strings.Contains(strings.SplitN(d, "/", 2)[0], ".")
+			if strings.HasPrefix(d, module) && !allowed[d] || external && !strings.HasPrefix(d, "golang.org/x/sys/") && !strings.HasPrefix(d, module) {
+				t.Errorf("husk-monitor depends on %s", d)
+			}
+		}
+		return
+	}
+	t.Fatal("cmd/husk-monitor not found")
+}

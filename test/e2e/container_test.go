@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -84,13 +85,27 @@ func containerEnv(t *testing.T) *env {
 	t.Cleanup(reg.Close)
 	host := strings.TrimPrefix(reg.URL, "http://")
 	ref, _ := name.NewTag(host+"/library/busybox:e2e", name.Insecure)
-	if err := remote.Write(ref, busyboxImage(t)); err != nil {
+	img := busyboxImage(t)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	// The same with a stop signal, as a Dockerfile's STOPSIGNAL sets it.
+	cf, _ := img.ConfigFile()
+	cf.Config.StopSignal = "SIGUSR1"
+	stopImg, err := mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopRef, _ := name.NewTag(host+"/library/busybox:stopsignal", name.Insecure)
+	if err := remote.Write(stopRef, stopImg); err != nil {
 		t.Fatal(err)
 	}
 	e := newEnv(t, withConfig(fmt.Sprintf("[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n", host)))
 	e.start()
-	if _, err := runtimeapi.NewImageServiceClient(e.conn).PullImage(e.ctx(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox:e2e"}}); err != nil {
-		t.Fatalf("PullImage: %v\n%s", err, e.logs())
+	for _, ref := range []string{"busybox:e2e", "busybox:stopsignal"} {
+		if _, err := runtimeapi.NewImageServiceClient(e.conn).PullImage(e.ctx(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+			t.Fatalf("PullImage %s: %v\n%s", ref, err, e.logs())
+		}
 	}
 	return e
 }
@@ -479,4 +494,136 @@ func TestEventsAndStats(t *testing.T) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	e.assertNoLeaks(podID, ctr)
+}
+
+// What the container config asks for reaches the container: read-only
+// rootfs, bind mounts (read-only and read-write), devices, env and working
+// dir, CPU and memory limits and their update, a terminal, the image's
+// stop signal, the ExecSync output cap, verbose status.
+func TestContainerConfig(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	pod := e.podConfig("cfg")
+	podID := e.runPod(pod, "")
+	hostDir := filepath.Join(e.dir, "vol")
+	if err := os.MkdirAll(hostDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(hostDir, "f"), []byte("from-host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := ctrConfig("cfg", "sleep", "3600")
+	cfg.WorkingDir = "/tmp"
+	cfg.Envs = []*runtimeapi.KeyValue{{Key: "GREETING", Value: []byte("hi")}, {Key: "FROM_IMAGE", Value: []byte("overridden")}}
+	cfg.Mounts = []*runtimeapi.Mount{
+		{ContainerPath: "/ro", HostPath: hostDir, Readonly: true},
+		{ContainerPath: "/rw", HostPath: hostDir},
+		{ContainerPath: "/made", HostPath: filepath.Join(e.dir, "made-by-husk")},
+	}
+	cfg.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/mynull", Permissions: "rwm"}}
+	cfg.Linux.SecurityContext.ReadonlyRootfs = true
+	cfg.Linux.Resources.CpuShares = 256
+	cfg.Linux.Resources.MemoryLimitInBytes = 64 << 20
+	id := e.run(podID, pod, cfg)
+
+	checks := []struct {
+		cmd  string
+		want string
+	}{
+		{"pwd", "/tmp\n"},
+		{"echo $GREETING $FROM_IMAGE", "hi overridden\n"},
+		{"cat /ro/f", "from-host"},
+		{"touch /ro/x 2>/dev/null && echo writable || echo read-only", "read-only\n"},
+		{"echo written > /rw/new && cat /rw/new", "written\n"},
+		{"touch /rootfile 2>/dev/null && echo writable || echo read-only", "read-only\n"},
+		{"echo ok > /dev/mynull && echo device", "device\n"},
+		{"test -d /made && echo made", "made\n"},
+		{"cat /etc/resolv.conf | head -1", "search e2e.svc.cluster.local\n"},
+	}
+	for _, c := range checks {
+		if r := e.exec(id, 10, "sh", "-c", c.cmd); string(r.Stdout) != c.want {
+			t.Errorf("%s: %q (stderr %q), want %q", c.cmd, r.Stdout, r.Stderr, c.want)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(hostDir, "new")); string(b) != "written\n" {
+		t.Errorf("write through the rw mount did not reach the host: %q", b)
+	}
+
+	st, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := st.Info["info"]
+	if !strings.Contains(info, `"pid":`) || !strings.Contains(info, `"runtimeSpec"`) || len(st.Status.Mounts) != 3 ||
+		st.Status.LogPath != filepath.Join(pod.LogDirectory, "cfg/0.log") || st.Status.Resources.GetLinux().GetMemoryLimitInBytes() != 64<<20 {
+		t.Errorf("ContainerStatus = %v\ninfo %s", st.Status, info)
+	}
+	cgroup := func(file string) string {
+		var spec struct {
+			Linux struct {
+				CgroupsPath string `json:"cgroupsPath"`
+			} `json:"linux"`
+		}
+		var v struct {
+			Spec json.RawMessage `json:"runtimeSpec"`
+		}
+		_ = json.Unmarshal([]byte(info), &v)
+		_ = json.Unmarshal(v.Spec, &spec)
+		for _, p := range []string{"/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup"} {
+			if b, err := os.ReadFile(filepath.Join(p, spec.Linux.CgroupsPath, file)); err == nil {
+				return strings.TrimSpace(string(b))
+			}
+		}
+		return ""
+	}
+	if got := cgroup("cpu.shares"); got != "256" && cgroup("cpu.weight") == "" {
+		t.Errorf("cpu.shares = %q", got)
+	}
+	if got := cgroup("memory.limit_in_bytes"); got != fmt.Sprint(64<<20) && cgroup("memory.max") != fmt.Sprint(64<<20) {
+		t.Errorf("memory limit = %q", got)
+	}
+	if _, err := e.rt.UpdateContainerResources(e.ctx(), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}}); err != nil {
+		t.Fatalf("UpdateContainerResources: %v", err)
+	}
+	if got := cgroup("memory.limit_in_bytes"); got != fmt.Sprint(128<<20) && cgroup("memory.max") != fmt.Sprint(128<<20) {
+		t.Errorf("memory limit after update = %q", got)
+	}
+	if st, _ := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: id}); st.GetStatus().GetResources().GetLinux().GetMemoryLimitInBytes() != 128<<20 ||
+		st.GetStatus().GetResources().GetLinux().GetCpuShares() != 256 {
+		t.Errorf("resources after update = %v", st.GetStatus().GetResources())
+	}
+
+	// ExecSync output past 16 MiB is an error, not a truncated success.
+	_, err = e.rt.ExecSync(e.ctx(), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "head -c 17000000 /dev/zero"}, Timeout: 30})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "16 MiB") {
+		t.Errorf("ExecSync of 17 MB = %v", err)
+	}
+
+	// A terminal: the output goes to the log as stdout.
+	tty := ctrConfig("tty", "sh", "-c", "test -t 1 && echo on-a-tty")
+	tty.Tty = true
+	ttyID := e.run(podID, pod, tty)
+	if st := e.waitExited(ttyID, 10*time.Second); st.ExitCode != 0 {
+		t.Errorf("tty container exit %d", st.ExitCode)
+	}
+	if b, _ := os.ReadFile(filepath.Join(pod.LogDirectory, "tty/0.log")); !strings.Contains(string(b), " stdout F on-a-tty") {
+		t.Errorf("tty log = %q", b)
+	}
+
+	// The image's stop signal, trapped: the container exits with 42 long
+	// before the timeout.
+	sig := ctrConfig("stopsig", "sh", "-c", "trap 'exit 42' USR1; while true; do sleep 0.1; done")
+	sig.Image.Image = "busybox:stopsignal"
+	sigID := e.run(podID, pod, sig)
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	if _, err := e.rt.StopContainer(e.ctx(), &runtimeapi.StopContainerRequest{ContainerId: sigID, Timeout: 20}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitExited(sigID, time.Second); st.ExitCode != 42 || time.Since(start) > 5*time.Second {
+		t.Errorf("stop with the image's SIGUSR1: exit %d after %s", st.ExitCode, time.Since(start))
+	}
+	e.stopRemove(podID)
+	e.assertNoLeaks(podID)
 }
