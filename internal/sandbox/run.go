@@ -19,8 +19,8 @@ import (
 
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/oci"
-	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/store"
 )
 
