@@ -78,9 +78,22 @@ func benchContainers(ctx context.Context, r *runtimeUnderTest, o options, rec re
 	if _, err := images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
 		return fmt.Errorf("pull %s: %w", busyboxRef, err)
 	}
-	fmt.Fprintf(os.Stderr, "husk-bench: %s: %d containers\n", r.side, o.n)
-	pod := r.podConfig("ctr", 0)
-	resp, err := r.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod})
+	if err := benchContainerLatency(ctx, r, o, "", "", rec); err != nil {
+		return err
+	}
+	if r.side == "husk" {
+		// The same with husk's crun handler, for what the runtime costs.
+		if err := benchContainerLatency(ctx, r, o, "crun", " (husk: crun)", rec); err != nil {
+			return err
+		}
+	}
+	return benchContainerMemory(ctx, r, o, rec)
+}
+
+func benchContainerLatency(ctx context.Context, r *runtimeUnderTest, o options, handler, suffix string, rec record) error {
+	fmt.Fprintf(os.Stderr, "husk-bench: %s: %d containers%s\n", r.side, o.n, suffix)
+	pod := r.podConfig("ctr"+handler, 0)
+	resp, err := r.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: handler})
 	if err != nil {
 		return fmt.Errorf("RunPodSandbox: %w", err)
 	}
@@ -97,7 +110,11 @@ func benchContainers(ctx context.Context, r *runtimeUnderTest, o options, rec re
 			return fmt.Errorf("StartContainer: %w", err)
 		}
 		if i >= warmup {
-			rec("Create+StartContainer", "ms", 0.5, ms(time.Since(t)))
+			target := 0.5
+			if suffix != "" {
+				target = 0
+			}
+			rec("Create+StartContainer"+suffix, "ms", target, ms(time.Since(t)))
 		}
 		ids = append(ids, c.ContainerId)
 	}
@@ -107,7 +124,7 @@ func benchContainers(ctx context.Context, r *runtimeUnderTest, o options, rec re
 			return fmt.Errorf("StopContainer: %w", err)
 		}
 		if i >= warmup {
-			rec("StopContainer (timeout 0)", "ms", 0, ms(time.Since(t)))
+			rec("StopContainer (timeout 0)"+suffix, "ms", 0, ms(time.Since(t)))
 		}
 	}
 	for i, id := range ids {
@@ -116,7 +133,7 @@ func benchContainers(ctx context.Context, r *runtimeUnderTest, o options, rec re
 			return fmt.Errorf("RemoveContainer: %w", err)
 		}
 		if i >= warmup {
-			rec("RemoveContainer", "ms", 0, ms(time.Since(t)))
+			rec("RemoveContainer"+suffix, "ms", 0, ms(time.Since(t)))
 		}
 	}
 	if _, err := r.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
@@ -125,8 +142,12 @@ func benchContainers(ctx context.Context, r *runtimeUnderTest, o options, rec re
 	if _, err := r.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
 		return err
 	}
+	return nil
+}
 
-	// Memory with one container per pod.
+// benchContainerMemory measures what the runtime adds per pod with o.pods
+// pods of one container each.
+func benchContainerMemory(ctx context.Context, r *runtimeUnderTest, o options, rec record) error {
 	time.Sleep(500 * time.Millisecond)
 	daemonBefore := privateKiB(r.daemon.Process.Pid)
 	var pods []string

@@ -85,6 +85,7 @@ func run(o options) error {
 		}
 	}
 	order = append(order, "per-pod private memory", "Create+StartContainer", "StopContainer (timeout 0)", "RemoveContainer",
+		"Create+StartContainer (husk: crun)", "StopContainer (timeout 0) (husk: crun)", "RemoveContainer (husk: crun)",
 		"per-pod memory, 1 container", "monitor private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
 		listImagesScenario, "infra binary size", "infra RssAnon", "infra threads")
 	imgs, err := startImages()

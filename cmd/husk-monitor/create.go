@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -148,21 +149,22 @@ func (m *monitor) create(cr *proto.Create) (int, error) {
 	}
 	initStatus := m.waitFor(initPID)
 
-	c := &container{id: cr.ID, pid: initPID, exitFile: cr.ExitFile, log: logf, stdin: stdinW, exited: make(chan struct{})}
+	c := &container{id: cr.ID, pid: initPID, exitFile: cr.ExitFile, log: logf, stdin: stdinW, tty: cr.Tty,
+		stdinOnce: cr.StdinOnce, exited: make(chan struct{}), attached: map[*attachment]struct{}{}}
 	var copying sync.WaitGroup
 	for i, r := range readers {
-		stream := crilog.Stdout
+		stream, kind := crilog.Stdout, proto.FrameStdout
 		if i == 1 {
-			stream = crilog.Stderr
+			stream, kind = crilog.Stderr, proto.FrameStderr
 		}
 		copying.Add(1)
-		go func(stream string, r *os.File) {
+		go func(stream string, kind byte, r *os.File) {
 			defer copying.Done()
-			_ = logf.Copy(stream, r)
+			_ = logf.Copy(stream, io.TeeReader(r, fanout{c, kind}))
 			if r != master {
 				r.Close()
 			}
-		}(stream, r)
+		}(stream, kind, r)
 	}
 	m.mu.Lock()
 	m.containers[cr.ID] = c
@@ -182,6 +184,7 @@ func (m *monitor) create(cr *proto.Create) (int, error) {
 		case <-drained:
 		case <-time.After(drainTimeout):
 		}
+		c.closeAttachments()
 		if err := writeExit(cr.ExitFile, &exit); err != nil {
 			fmt.Fprintf(os.Stderr, "husk-monitor: container %s: record exit: %v\n", cr.ID, err)
 		}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -101,9 +102,16 @@ type container struct {
 	pid      int
 	exitFile string
 	log      *crilog.File
-	stdin    *os.File // write end kept for attach; nil without stdin
-	exited   chan struct{}
-	exit     proto.Exit
+	stdin    *os.File // write end kept for attach (a tty's master); nil without stdin
+	tty      bool
+	// stdinOnce closes stdin when the first attached writer leaves.
+	stdinOnce bool
+	exited    chan struct{}
+	exit      proto.Exit
+
+	// attachMu guards attached and stdin.
+	attachMu sync.Mutex
+	attached map[*attachment]struct{}
 }
 
 // reap is the only place that waits for children: it hands each status to
@@ -159,7 +167,14 @@ func (m *monitor) waitFor(pid int) <-chan unix.WaitStatus {
 func (m *monitor) serve(c *net.UnixConn, sock string) {
 	defer c.Close()
 	var req proto.Request
-	if err := json.NewDecoder(c).Decode(&req); err != nil {
+	dec := json.NewDecoder(c)
+	if err := dec.Decode(&req); err != nil {
+		return
+	}
+	if req.Op == proto.OpAttach {
+		// The frames follow the request; none may sit in the decoder's
+		// buffer, so the client waits for the answer before sending.
+		m.attach(c, io.MultiReader(dec.Buffered(), c), req.ID)
 		return
 	}
 	resp := m.handle(&req)
@@ -224,7 +239,8 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 			default:
 				return fail(fmt.Errorf("container %s: still running", req.ID))
 			}
-			if c.stdin != nil {
+			c.closeStdin()
+			if c.tty && c.stdin != nil {
 				c.stdin.Close()
 			}
 		}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -225,6 +226,25 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 	}
 	containers.UseImages(images)
 
+	var streamTLS *tls.Config
+	if cfg.Stream.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Stream.TLSCert, cfg.Stream.TLSKey)
+		if err != nil {
+			return fmt.Errorf("stream.tls_cert: %w", err)
+		}
+		streamTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	stream, err := cri.NewStreamServer(cri.StreamOptions{Address: cfg.Stream.Address, Port: cfg.Stream.Port, TLS: streamTLS}, containers, sandboxes)
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	go func() {
+		if err := stream.Serve(); err != nil {
+			log.Error("streaming server stopped", "error", err)
+		}
+	}()
+
 	handlers := make([]string, 0, len(runtimes))
 	for h := range runtimes {
 		handlers = append(handlers, h)
@@ -232,7 +252,7 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 	sort.Strings(handlers)
 	srv := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor(log)))
 	runtimeapi.RegisterRuntimeServiceServer(srv, cri.NewRuntimeServer(cri.RuntimeOptions{
-		Version: version, Sandboxes: sandboxes, Containers: containers, Events: events, Network: netMgr,
+		Version: version, Sandboxes: sandboxes, Containers: containers, Events: events, Stream: stream, Network: netMgr,
 		Handlers: handlers, CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
 	}))
 	runtimeapi.RegisterImageServiceServer(srv, cri.NewImageServer(images))
@@ -242,7 +262,7 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 		return err
 	}
 	log.Info("huskd serving", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State,
-		"default_runtime", cfg.DefaultRuntime, "handlers", handlers, "pause", pause)
+		"default_runtime", cfg.DefaultRuntime, "handlers", handlers, "pause", pause, "streaming", stream.Addr())
 
 	stopReaper := make(chan struct{})
 	defer close(stopReaper)

@@ -110,8 +110,8 @@ type Stream struct {
 	Port    int    `toml:"port"`
 	TLSCert string `toml:"tls_cert"`
 	TLSKey  string `toml:"tls_key"`
-	// URLTimeout is how long an Exec/Attach/PortForward URL stays valid.
-	URLTimeout Duration `toml:"url_timeout"`
+	// URLs stay valid for one minute and are single-use: the request cache
+	// of k8s.io/cri-streaming fixes both, as in containerd and CRI-O.
 }
 
 // Duration is a time.Duration written as "5m" or "30s" in TOML.
@@ -155,8 +155,7 @@ func Default() *Config {
 		},
 		Registries: map[string]Registry{},
 		Stream: Stream{
-			Address:    "127.0.0.1",
-			URLTimeout: Duration(time.Minute),
+			Address: "127.0.0.1",
 		},
 	}
 }
@@ -310,9 +309,6 @@ func (c *Config) Validate() error {
 	}
 	if (c.Stream.TLSCert == "") != (c.Stream.TLSKey == "") {
 		bad("stream.tls_cert", "tls_cert and tls_key go together")
-	}
-	if c.Stream.URLTimeout <= 0 {
-		bad("stream.url_timeout", "must be positive")
 	}
 	return errors.Join(errs...)
 }

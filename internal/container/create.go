@@ -235,7 +235,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	pid, err := mon.Create(opCtx, &mproto.Create{
 		ID: rec.ID, Runtime: rt.Path, RuntimeRoot: rt.Root, SystemdCgroup: rt.SystemdCgroup,
 		Bundle: bundle, LogPath: logPath, ExitFile: m.exitFile(rec.ID),
-		Stdin: cfg.GetStdin(), Tty: cfg.GetTty(),
+		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Tty: cfg.GetTty(),
 	})
 	if err != nil {
 		return "", fmt.Errorf("create with handler %s: %w", sb.Handler, err)

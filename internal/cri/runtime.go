@@ -27,7 +27,9 @@ type RuntimeOptions struct {
 	Sandboxes  *sandbox.Manager
 	Containers *container.Manager
 	// Events feeds GetContainerEvents.
-	Events  *Events
+	Events *Events
+	// Stream serves the Exec, Attach and PortForward URLs.
+	Stream  *StreamServer
 	Network *network.Manager
 	// Handlers are the configured RuntimeClass handler names.
 	Handlers []string

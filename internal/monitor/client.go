@@ -5,6 +5,7 @@ package monitor
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -181,4 +183,96 @@ func ReadExit(path string) (e proto.Exit, ok bool, err error) {
 		return e, false, fmt.Errorf("exit file %s: %w", path, err)
 	}
 	return e, true, nil
+}
+
+// Attach connects the client's streams to a running container's stdio
+// until the container's output ends or ctx is done. in may be nil; out and
+// errOut receive the container's stdout and stderr (a nil one discards);
+// resize carries terminal sizes (width, height).
+func (c *Client) Attach(ctx context.Context, id string, in io.Reader, out, errOut io.Writer, resize <-chan [2]uint16) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, proto.SocketName))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrGone, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	// No trailing newline: what follows the request are frames.
+	b, err := json.Marshal(&proto.Request{Op: proto.OpAttach, ID: id})
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(b); err != nil {
+		return fmt.Errorf("monitor attach: %w", err)
+	}
+	dec := json.NewDecoder(conn)
+	var resp proto.Response
+	if err := dec.Decode(&resp); err != nil {
+		return fmt.Errorf("monitor attach: %w: %w", ErrGone, err)
+	}
+	if resp.Error != "" {
+		return errors.New(resp.Error)
+	}
+	var wmu sync.Mutex
+	send := func(kind byte, p []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		var hdr [5]byte
+		hdr[0] = kind
+		binary.BigEndian.PutUint32(hdr[1:], uint32(len(p)))
+		if _, err := conn.Write(hdr[:]); err != nil {
+			return err
+		}
+		_, err := conn.Write(p)
+		return err
+	}
+	if in != nil {
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := in.Read(buf)
+				if n > 0 && send(proto.FrameStdin, buf[:n]) != nil {
+					return
+				}
+				if err != nil {
+					_ = send(proto.FrameStdinClose, nil)
+					return
+				}
+			}
+		}()
+	}
+	if resize != nil {
+		go func() {
+			for s := range resize {
+				var p [4]byte
+				binary.BigEndian.PutUint16(p[0:2], s[0])
+				binary.BigEndian.PutUint16(p[2:4], s[1])
+				if send(proto.FrameResize, p[:]) != nil {
+					return
+				}
+			}
+		}()
+	}
+	r := io.MultiReader(dec.Buffered(), conn)
+	var hdr [5]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil // the container's output ended
+		}
+		n := binary.BigEndian.Uint32(hdr[1:])
+		w := out
+		if hdr[0] == proto.FrameStderr {
+			w = errOut
+		}
+		if w == nil {
+			w = io.Discard
+		}
+		if _, err := io.CopyN(w, r, int64(n)); err != nil {
+			return err
+		}
+	}
 }

@@ -1,11 +1,14 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -91,4 +94,36 @@ func (m *Manager) RemoveNetns(path string) error {
 		return fmt.Errorf("remove netns pin %s: %w", path, err)
 	}
 	return nil
+}
+
+// DialInNetns opens a TCP connection to 127.0.0.1:port inside the network
+// namespace pinned at netnsPath (port-forward). A socket belongs to the
+// namespace of the thread that created it, so the socket is made on a
+// locked thread switched into the pod's namespace; that goroutine exits
+// locked, so the thread is discarded rather than reused in the wrong
+// namespace.
+func DialInNetns(ctx context.Context, netnsPath string, port int32) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		ns, err := os.Open(netnsPath)
+		if err != nil {
+			ch <- result{nil, fmt.Errorf("netns %s: %w", netnsPath, err)}
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{nil, fmt.Errorf("enter netns %s: %w", netnsPath, err)}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
 }

@@ -29,7 +29,7 @@ import (
 
 // busyboxApplets are linked to /bin/busybox in the test image.
 var busyboxApplets = []string{"sh", "httpd", "wget", "cat", "echo", "sleep", "hostname", "ps", "head", "tr",
-	"mkdir", "ls", "id", "true", "mv", "seq", "yes", "dd"}
+	"mkdir", "ls", "id", "true", "mv", "seq", "yes", "dd", "stty", "test", "nc"}
 
 // busyboxImage builds a busybox image offline from the host's static
 // busybox, with a passwd that knows an unprivileged "app" user.

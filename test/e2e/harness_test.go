@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -195,10 +196,18 @@ func withPlugins(plugins string) envOption {
 	return func(e *env) { e.plugins = plugins }
 }
 
+var (
+	subnetStart = func() int64 { n, _ := rand.Int(rand.Reader, big.NewInt(250)); return n.Int64() }()
+	subnetNext  atomic.Int64
+)
+
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	id := randHex(3)
-	n, _ := rand.Int(rand.Reader, big.NewInt(250))
+	// A /24 of its own: parallel envs of this process must never share
+	// one (their leak checks would see each other's rules), so they count
+	// up from a random start.
+	n := big.NewInt((subnetStart + subnetNext.Add(1)) % 250)
 	// /tmp, not t.TempDir: the socket path must stay short.
 	dir, err := os.MkdirTemp("", "he2e-")
 	if err != nil {

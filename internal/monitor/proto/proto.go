@@ -15,6 +15,21 @@ const (
 	OpList     = "list"     // the containers the monitor knows
 	OpForget   = "forget"   // drop an exited container
 	OpShutdown = "shutdown" // exit, when no container runs
+	// OpAttach turns the connection, after the answer, into the
+	// container's stdio: frames both ways (see Frame*).
+	OpAttach = "attach"
+)
+
+// Attach frames: a type byte, a big-endian uint32 length, the payload.
+// The monitor sends FrameStdout and FrameStderr and closes the connection
+// when the container's output ends; the client sends FrameStdin,
+// FrameStdinClose and FrameResize (payload: width, height as uint16).
+const (
+	FrameStdin      byte = 0
+	FrameStdout     byte = 1
+	FrameStderr     byte = 2
+	FrameStdinClose byte = 3
+	FrameResize     byte = 4
 )
 
 // Request is what huskd asks.
@@ -36,7 +51,10 @@ type Create struct {
 	LogPath  string `json:"logPath"`
 	ExitFile string `json:"exitFile"`
 	Stdin    bool   `json:"stdin,omitempty"`
-	Tty      bool   `json:"tty,omitempty"`
+	// StdinOnce closes the container's stdin when the first attached
+	// client that sent stdin goes away.
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	Tty       bool `json:"tty,omitempty"`
 }
 
 // Exit is a container's recorded end, also the content of its exit file.

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/monitor/proto"
+)
+
+// attachWriteTimeout drops an attached client that does not read: the
+// container's output must never wait for it.
+const attachWriteTimeout = 2 * time.Second
+
+// attachment is one attached client.
+type attachment struct {
+	conn *net.UnixConn
+	mu   sync.Mutex // one frame at a time
+}
+
+func writeFrame(w io.Writer, kind byte, p []byte) error {
+	var hdr [5]byte
+	hdr[0] = kind
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(p)))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(p)
+	return err
+}
+
+// fanout copies a stream's output to every attached client.
+type fanout struct {
+	c    *container
+	kind byte
+}
+
+func (f fanout) Write(p []byte) (int, error) {
+	f.c.attachMu.Lock()
+	list := make([]*attachment, 0, len(f.c.attached))
+	for a := range f.c.attached {
+		list = append(list, a)
+	}
+	f.c.attachMu.Unlock()
+	for _, a := range list {
+		a.mu.Lock()
+		_ = a.conn.SetWriteDeadline(time.Now().Add(attachWriteTimeout))
+		err := writeFrame(a.conn, f.kind, p)
+		a.mu.Unlock()
+		if err != nil {
+			f.c.detach(a)
+			a.conn.Close()
+		}
+	}
+	return len(p), nil
+}
+
+func (c *container) detach(a *attachment) {
+	c.attachMu.Lock()
+	delete(c.attached, a)
+	c.attachMu.Unlock()
+}
+
+// closeAttachments ends every attached client once the output ended.
+func (c *container) closeAttachments() {
+	c.attachMu.Lock()
+	list := c.attached
+	c.attached = map[*attachment]struct{}{}
+	c.attachMu.Unlock()
+	for a := range list {
+		a.conn.Close()
+	}
+}
+
+// attach serves one attached client until it goes away or the
+// container's output ends.
+func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
+	c := m.get(id)
+	if c == nil {
+		_ = json.NewEncoder(conn).Encode(&proto.Response{Error: fmt.Sprintf("container %s: %v", id, errUnknown)})
+		return
+	}
+	select {
+	case <-c.exited:
+		_ = json.NewEncoder(conn).Encode(&proto.Response{Error: fmt.Sprintf("container %s has exited", id)})
+		return
+	default:
+	}
+	a := &attachment{conn: conn}
+	if err := json.NewEncoder(conn).Encode(&proto.Response{}); err != nil {
+		return
+	}
+	c.attachMu.Lock()
+	c.attached[a] = struct{}{}
+	c.attachMu.Unlock()
+	defer c.detach(a)
+
+	sentStdin := false
+	var hdr [5]byte
+	buf := make([]byte, 32<<10)
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			break
+		}
+		n := binary.BigEndian.Uint32(hdr[1:])
+		if n > uint32(len(buf)) {
+			break // not a client of ours
+		}
+		if _, err := io.ReadFull(r, buf[:n]); err != nil {
+			break
+		}
+		switch hdr[0] {
+		case proto.FrameStdin:
+			sentStdin = true
+			if c.stdin != nil {
+				if _, err := c.stdin.Write(buf[:n]); err != nil {
+					c.closeStdin()
+				}
+			}
+		case proto.FrameStdinClose:
+			if c.stdinOnce {
+				c.closeStdin()
+			}
+		case proto.FrameResize:
+			if c.tty && c.stdin != nil && n == 4 {
+				ws := &unix.Winsize{Col: binary.BigEndian.Uint16(buf[0:2]), Row: binary.BigEndian.Uint16(buf[2:4])}
+				_ = unix.IoctlSetWinsize(int(c.stdin.Fd()), unix.TIOCSWINSZ, ws)
+			}
+		}
+	}
+	if sentStdin && c.stdinOnce {
+		c.closeStdin()
+	}
+}
+
+// closeStdin closes the container's stdin (its pipe; never a terminal's
+// master, which carries the output too).
+func (c *container) closeStdin() {
+	c.attachMu.Lock()
+	defer c.attachMu.Unlock()
+	if c.stdin != nil && !c.tty {
+		c.stdin.Close()
+		c.stdin = nil
+	}
+}

@@ -1,0 +1,207 @@
+package cri
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
+	remotecommandserver "k8s.io/cri-streaming/pkg/streaming/remotecommand"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/huskrt/husk/internal/container"
+	"github.com/huskrt/husk/internal/network"
+	"github.com/huskrt/husk/internal/sandbox"
+)
+
+// StreamOptions configure the streaming server (Exec, Attach, PortForward).
+type StreamOptions struct {
+	// Address and Port to listen on; port 0 picks a free one.
+	Address string
+	Port    int
+	// TLS, when set, serves https.
+	TLS *tls.Config
+}
+
+// StreamServer is the streaming server of k8s.io/cri-streaming (the one
+// containerd and CRI-O use) over husk's containers and sandboxes.
+type StreamServer struct {
+	srv      streaming.Server
+	http     *http.Server
+	listener net.Listener
+}
+
+// NewStreamServer listens and builds the server; Serve serves it.
+func NewStreamServer(o StreamOptions, containers *container.Manager, sandboxes *sandbox.Manager) (*StreamServer, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(o.Address, strconv.Itoa(o.Port)))
+	if err != nil {
+		return nil, fmt.Errorf("streaming server: %w", err)
+	}
+	cfg := streaming.DefaultConfig
+	cfg.Addr = l.Addr().String()
+	cfg.TLSConfig = o.TLS
+	scheme := "http"
+	if o.TLS != nil {
+		scheme = "https"
+	}
+	cfg.BaseURL = &url.URL{Scheme: scheme, Host: l.Addr().String()}
+	srv, err := streaming.NewServer(cfg, &streamRuntime{containers: containers, sandboxes: sandboxes})
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("streaming server: %w", err)
+	}
+	if o.TLS != nil {
+		l = tls.NewListener(l, o.TLS)
+	}
+	return &StreamServer{srv: srv, listener: l, http: &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second}}, nil
+}
+
+// Addr is where the server listens.
+func (s *StreamServer) Addr() string { return s.listener.Addr().String() }
+
+// Serve serves until Close.
+func (s *StreamServer) Serve() error {
+	if err := s.http.Serve(s.listener); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Close stops the server and its streams.
+func (s *StreamServer) Close() error { return s.http.Close() }
+
+// streamRuntime runs what the streaming server's clients ask for.
+type streamRuntime struct {
+	containers *container.Manager
+	sandboxes  *sandbox.Manager
+}
+
+func resizes(in <-chan remotecommandserver.TerminalSize) <-chan container.TerminalSize {
+	if in == nil {
+		return nil
+	}
+	out := make(chan container.TerminalSize, 4)
+	go func() {
+		defer close(out)
+		for s := range in {
+			out <- container.TerminalSize{Width: s.Width, Height: s.Height}
+		}
+	}()
+	return out
+}
+
+func (r *streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+	err := r.containers.Exec(ctx, id, cmd, in, writer(out), writer(errw), tty, resizes(resize))
+	var exit *container.ExitError
+	if errors.As(err, &exit) {
+		// The streaming server reports exit codes for this type only.
+		return utilexec.CodeExitError{Err: err, Code: exit.Code}
+	}
+	return err
+}
+
+func (r *streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+	return r.containers.Attach(ctx, id, in, writer(out), writer(errw), tty, resizes(resize))
+}
+
+func (r *streamRuntime) PortForward(ctx context.Context, sandboxID string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	rec, _, err := r.sandboxes.Get(sandboxID)
+	if err != nil {
+		return err
+	}
+	if rec.State != sandbox.StateReady {
+		return fmt.Errorf("pod sandbox %s is not ready: %w", rec.ID, errdefs.ErrFailedPrecondition)
+	}
+	if rec.NetnsPath == "" {
+		return fmt.Errorf("pod sandbox %s uses the host network: forward to the node's port instead: %w", rec.ID, errdefs.ErrInvalidArgument)
+	}
+	conn, err := network.DialInNetns(ctx, rec.NetnsPath, port)
+	if err != nil {
+		return fmt.Errorf("pod sandbox %s: port %d: %w", rec.ID, port, err)
+	}
+	defer conn.Close()
+	done := make(chan struct{}, 2)
+	go func() {
+		_, _ = io.Copy(conn, stream)
+		// The client finished sending: half-close so the server sees EOF.
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(stream, conn)
+		done <- struct{}{}
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// writer turns a possibly nil WriteCloser into a nil io.Writer.
+func writer(w io.WriteCloser) io.Writer {
+	if w == nil {
+		return nil
+	}
+	return w
+}
+
+func (s *RuntimeServer) Exec(_ context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
+	if err := s.runningContainer(req.GetContainerId()); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := s.opts.Stream.srv.GetExec(req)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("exec: %v: %w", err, errdefs.ErrInvalidArgument))
+	}
+	return resp, nil
+}
+
+func (s *RuntimeServer) Attach(_ context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
+	if err := s.runningContainer(req.GetContainerId()); err != nil {
+		return nil, toStatus(err)
+	}
+	resp, err := s.opts.Stream.srv.GetAttach(req)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("attach: %v: %w", err, errdefs.ErrInvalidArgument))
+	}
+	return resp, nil
+}
+
+func (s *RuntimeServer) PortForward(_ context.Context, req *runtimeapi.PortForwardRequest) (*runtimeapi.PortForwardResponse, error) {
+	rec, _, err := s.opts.Sandboxes.Get(req.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if rec.State != sandbox.StateReady {
+		return nil, toStatus(fmt.Errorf("pod sandbox %s is not ready: %w", rec.ID, errdefs.ErrFailedPrecondition))
+	}
+	resp, err := s.opts.Stream.srv.GetPortForward(req)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("port-forward: %v: %w", err, errdefs.ErrInvalidArgument))
+	}
+	return resp, nil
+}
+
+func (s *RuntimeServer) runningContainer(id string) error {
+	st, _, err := s.opts.Containers.Status(id, false)
+	if err != nil {
+		return err
+	}
+	if st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		return fmt.Errorf("container %s is not running (%s): %w", st.Id, st.State, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
