@@ -93,7 +93,8 @@ func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
 	default:
 	}
 	a := &attachment{conn: conn}
-	if err := json.NewEncoder(conn).Encode(&proto.Response{}); err != nil {
+	// No trailing newline: the frames follow the answer directly.
+	if _, err := conn.Write([]byte("{}")); err != nil {
 		return
 	}
 	c.attachMu.Lock()

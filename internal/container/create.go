@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -69,6 +70,9 @@ func ValidateConfig(cfg *runtimeapi.ContainerConfig) error {
 		if _, ok := runtimeapi.MountPropagation_name[int32(m.GetPropagation())]; !ok {
 			return bad(fmt.Sprintf("mounts[%d].propagation", i), "is unknown")
 		}
+	}
+	if sc := cfg.GetLinux().GetSecurityContext(); sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return bad("linux.security_context.run_as_group", "is set without run_as_user or run_as_username")
 	}
 	for i, e := range cfg.GetEnvs() {
 		if e.GetKey() == "" || strings.ContainsAny(e.GetKey(), "=\x00") {
@@ -183,6 +187,11 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", err
 	}
+	if cfg.GetLinux().GetSecurityContext().GetPrivileged() {
+		// A privileged container sees the node's devices, as with
+		// containerd and CRI-O.
+		devices = append(hostDevices(), devices...)
+	}
 	// Host paths that do not exist are made as directories, as containerd
 	// does: the kubelet asks for them (emptyDir, hostPath DirectoryOrCreate).
 	for _, mnt := range cfg.GetMounts() {
@@ -190,6 +199,11 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 			if err := os.MkdirAll(mnt.GetHostPath(), 0o755); err != nil {
 				return "", fmt.Errorf("mount host path %s: %w", mnt.GetHostPath(), err)
 			}
+		}
+	}
+	for i, mnt := range cfg.GetMounts() {
+		if err := checkPropagation(mnt); err != nil {
+			return "", fmt.Errorf("mounts[%d]: %w", i, err)
 		}
 	}
 	if rec.LogPath != "" {
@@ -202,7 +216,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		RootfsPath: rootfs, Image: &imgCfg.Config, ImageName: rec.ImageName, User: user,
 		InfraPID: sb.InfraPID, NetnsPath: sb.NetnsPath, ShmPath: sb.ShmPath,
 		ResolvConf: filepath.Join(sb.Dir, "resolv.conf"), Hostname: filepath.Join(sb.Dir, "hostname"),
-		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices,
+		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices, AllCapabilities: m.allCaps,
 	})
 	if err != nil {
 		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
@@ -355,6 +369,61 @@ func resolveDevices(devs []*runtimeapi.Device) ([]specs.LinuxDevice, error) {
 		})
 	}
 	return out, nil
+}
+
+// checkPropagation refuses a propagation the host's mount of the source
+// cannot give: bidirectional needs a shared mount, host-to-container a
+// shared or slave one (otherwise nothing would ever propagate, silently).
+func checkPropagation(m *runtimeapi.Mount) error {
+	want := m.GetPropagation()
+	if want != runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL && want != runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER {
+		return nil
+	}
+	info, err := mountinfo.GetMounts(mountinfo.ParentsFilter(m.GetHostPath()))
+	if err != nil || len(info) == 0 {
+		return fmt.Errorf("host path %s: find its mount: %v", m.GetHostPath(), err)
+	}
+	mnt := info[0]
+	for _, i := range info {
+		if len(i.Mountpoint) > len(mnt.Mountpoint) {
+			mnt = i
+		}
+	}
+	shared := strings.Contains(mnt.Optional, "shared:")
+	slave := strings.Contains(mnt.Optional, "master:")
+	if want == runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL && !shared {
+		return fmt.Errorf("host path %s is on mount %s, which is not shared (bidirectional propagation needs it): %w", m.GetHostPath(), mnt.Mountpoint, errdefs.ErrInvalidArgument)
+	}
+	if !shared && !slave {
+		return fmt.Errorf("host path %s is on mount %s, which is neither shared nor slave (host-to-container propagation needs one): %w", m.GetHostPath(), mnt.Mountpoint, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// hostDevices lists the node's device nodes under /dev, leaving out the
+// filesystems a container gets its own of.
+func hostDevices() []specs.LinuxDevice {
+	var out []specs.LinuxDevice
+	_ = filepath.WalkDir("/dev", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() {
+			switch p {
+			case "/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/.lxc", "/dev/.lxd-mounts":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if p == "/dev/console" || d.Type()&os.ModeDevice == 0 {
+			return nil
+		}
+		if devs, err := resolveDevices([]*runtimeapi.Device{{HostPath: p, ContainerPath: p}}); err == nil {
+			out = append(out, devs...)
+		}
+		return nil
+	})
+	return out
 }
 
 func newID() string {

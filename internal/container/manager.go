@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ import (
 
 	"github.com/huskrt/husk/internal/image"
 	"github.com/huskrt/husk/internal/monitor"
+	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/store"
 )
@@ -166,6 +168,8 @@ type Manager struct {
 	byName map[string]*Container
 	// monitorStart serialises starting a sandbox's monitor.
 	monitorStart sync.Mutex
+	// allCaps is huskd's own bounding set: what privileged containers get.
+	allCaps []string
 }
 
 // New makes the directories. Call Recover before serving.
@@ -178,7 +182,23 @@ func New(opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("container dirs: %w", err)
 		}
 	}
-	return &Manager{opts: opts, log: opts.Logger, byID: map[string]*Container{}, byName: map[string]*Container{}}, nil
+	return &Manager{opts: opts, log: opts.Logger, byID: map[string]*Container{}, byName: map[string]*Container{},
+		allCaps: oci.CapabilitiesFromMask(boundingSet())}, nil
+}
+
+// boundingSet reads this process's capability bounding set.
+func boundingSet() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "CapBnd:" {
+			n, _ := strconv.ParseUint(f[1], 16, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 func (m *Manager) rootDir(id string) string { return filepath.Join(m.opts.RootDir, "containers", id) }

@@ -122,10 +122,14 @@ func (r *streamRuntime) PortForward(ctx context.Context, sandboxID string, port 
 	if rec.State != sandbox.StateReady {
 		return fmt.Errorf("pod sandbox %s is not ready: %w", rec.ID, errdefs.ErrFailedPrecondition)
 	}
+	var conn net.Conn
 	if rec.NetnsPath == "" {
-		return fmt.Errorf("pod sandbox %s uses the host network: forward to the node's port instead: %w", rec.ID, errdefs.ErrInvalidArgument)
+		// A host-network pod listens in the node's namespace.
+		var d net.Dialer
+		conn, err = d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+	} else {
+		conn, err = network.DialInNetns(ctx, rec.NetnsPath, port)
 	}
-	conn, err := network.DialInNetns(ctx, rec.NetnsPath, port)
 	if err != nil {
 		return fmt.Errorf("pod sandbox %s: port %d: %w", rec.ID, port, err)
 	}

@@ -2,10 +2,8 @@ package oci
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -60,6 +58,9 @@ type ContainerSpec struct {
 	CgroupsPath                 string
 	// Devices are the CRI devices resolved against the host.
 	Devices []specs.LinuxDevice
+	// AllCapabilities is what privileged and "ALL" grant: the node's
+	// runtime's own bounding set.
+	AllCapabilities []string
 }
 
 // ContainerProcessArgs resolves a container's command line as the kubelet
@@ -141,7 +142,7 @@ func AppSpec(cfg *runtimeapi.ContainerConfig, s ContainerSpec) (*specs.Spec, err
 			UID: s.User.UID, GID: s.User.GID, AdditionalGids: s.User.AdditionalGids,
 		},
 		NoNewPrivileges: sc.GetNoNewPrivs(),
-		Capabilities:    capabilities(sc),
+		Capabilities:    capabilities(sc, s.AllCapabilities),
 	}
 	if adj := lx.GetResources().GetOomScoreAdj(); adj != 0 {
 		v := int(adj)
@@ -162,6 +163,18 @@ func AppSpec(cfg *runtimeapi.ContainerConfig, s ContainerSpec) (*specs.Spec, err
 			Sysctl:      s.Sandbox.GetLinux().GetSysctls(),
 		},
 	}
+	// Propagation out of (or into) the container needs its root's
+	// propagation to allow it, as runc applies it to every mount below.
+	for _, m := range cfg.GetMounts() {
+		switch m.GetPropagation() {
+		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			spec.Linux.RootfsPropagation = "rshared"
+		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			if spec.Linux.RootfsPropagation == "" {
+				spec.Linux.RootfsPropagation = "rslave"
+			}
+		}
+	}
 	if privileged {
 		spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths = nil, nil
 	} else {
@@ -176,10 +189,13 @@ func AppSpec(cfg *runtimeapi.ContainerConfig, s ContainerSpec) (*specs.Spec, err
 	return spec, nil
 }
 
-func capabilities(sc *runtimeapi.LinuxContainerSecurityContext) *specs.LinuxCapabilities {
+// capabilities computes the sets; all is what "all capabilities" means on
+// this node: the runtime cannot grant more than it holds itself (containerd
+// grants privileged containers its own current set for the same reason).
+func capabilities(sc *runtimeapi.LinuxContainerSecurityContext, all []string) *specs.LinuxCapabilities {
 	set := map[string]bool{}
 	if sc.GetPrivileged() {
-		for _, c := range AllCapabilities() {
+		for _, c := range all {
 			set[c] = true
 		}
 	} else {
@@ -196,7 +212,7 @@ func capabilities(sc *runtimeapi.LinuxContainerSecurityContext) *specs.LinuxCapa
 	}
 	for _, c := range sc.GetCapabilities().GetAddCapabilities() {
 		if strings.EqualFold(c, "ALL") {
-			for _, a := range AllCapabilities() {
+			for _, a := range all {
 				set[a] = true
 			}
 			continue
@@ -240,18 +256,14 @@ func dropsAll(sc *runtimeapi.LinuxContainerSecurityContext) bool {
 	return false
 }
 
-// AllCapabilities lists every capability this kernel knows, for privileged
-// containers and "ALL".
-func AllCapabilities() []string {
-	last := 40 // CAP_CHECKPOINT_RESTORE, when the kernel does not say
-	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			last = n
-		}
-	}
+// CapabilitiesFromMask names the capabilities set in a capability mask
+// (as /proc/self/status shows CapBnd).
+func CapabilitiesFromMask(mask uint64) []string {
 	var out []string
-	for i := 0; i <= last && i < len(capNames); i++ {
-		out = append(out, "CAP_"+capNames[i])
+	for i, name := range capNames {
+		if mask&(1<<uint(i)) != 0 {
+			out = append(out, "CAP_"+name)
+		}
 	}
 	return out
 }

@@ -153,6 +153,10 @@ func TestExecAttachPortForward(t *testing.T) {
 			}
 			cancel() // detach both
 			<-done
+			// Exactly the container's output: nothing of the framing.
+			if want := "got ping-" + tr + "\n"; got.String() != want || watcher.String() != want {
+				t.Errorf("attached clients got %q and %q, want %q each", got.String(), watcher.String(), want)
+			}
 			st, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: echoID})
 			if err != nil || st.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 				t.Errorf("container after detach: %v, %v", st, err)
