@@ -221,6 +221,9 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
+	if err := applySeccomp(spec, cfg.GetLinux().GetSecurityContext()); err != nil {
+		return "", err
+	}
 	bundle := m.bundleDir(rec.ID)
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		return "", fmt.Errorf("bundle: %w", err)
