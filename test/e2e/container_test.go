@@ -79,7 +79,9 @@ func busyboxImage(t *testing.T) v1.Image {
 }
 
 // containerEnv is an env with the busybox image pulled.
-func containerEnv(t *testing.T) *env {
+func containerEnv(t *testing.T) *env { return containerEnvWith(t) }
+
+func containerEnvWith(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(reg.Close)
@@ -100,7 +102,7 @@ func containerEnv(t *testing.T) *env {
 	if err := remote.Write(stopRef, stopImg); err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, withConfig(fmt.Sprintf("[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n", host)))
+	e := newEnv(t, append(opts, withConfig(fmt.Sprintf("[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n", host)))...)
 	e.start()
 	for _, ref := range []string{"busybox:e2e", "busybox:stopsignal"} {
 		if _, err := runtimeapi.NewImageServiceClient(e.conn).PullImage(e.ctx(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {

@@ -3,12 +3,21 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -370,4 +379,54 @@ func (e *env) forwardGet(t *testing.T, transport, podID string, port int) string
 	defer r.Body.Close()
 	b, _ := io.ReadAll(r.Body)
 	return string(b)
+}
+
+// The streaming server over TLS, and its URLs single-use.
+func TestStreamingTLSAndSingleUseURLs(t *testing.T) {
+	t.Parallel()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "husk-stream"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
+
+	e := containerEnvWith(t, withConfig(fmt.Sprintf("[stream]\ntls_cert = %q\ntls_key = %q\n", certFile, keyFile)))
+	pod := e.podConfig("tls")
+	podID := e.runPod(pod, "")
+	id := e.run(podID, pod, ctrConfig("c", "sleep", "3600"))
+	resp, err := e.rt.Exec(e.ctx(), &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"echo", "over-tls"}, Stdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(resp.Url, "https://127.0.0.1:") {
+		t.Fatalf("exec URL %s, want https on 127.0.0.1", resp.Url)
+	}
+	u, _ := url.Parse(resp.Url)
+	cfg := &rest.Config{TLSClientConfig: rest.TLSClientConfig{CAData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}}
+	ex, err := remotecommand.NewSPDYExecutor(cfg, "POST", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := ex.StreamWithContext(e.ctx(), remotecommand.StreamOptions{Stdout: &out}); err != nil || out.String() != "over-tls\n" {
+		t.Fatalf("exec over TLS: %q, %v", out.String(), err)
+	}
+	// The same URL a second time: the token was used up.
+	ex2, _ := remotecommand.NewSPDYExecutor(cfg, "POST", u)
+	if err := ex2.StreamWithContext(e.ctx(), remotecommand.StreamOptions{Stdout: io.Discard}); err == nil {
+		t.Error("an exec URL worked twice")
+	}
+	e.stopRemove(podID)
+	e.assertNoLeaks(podID)
 }
