@@ -70,6 +70,17 @@ func ValidateConfig(cfg *runtimeapi.ContainerConfig) error {
 		if _, ok := runtimeapi.MountPropagation_name[int32(m.GetPropagation())]; !ok {
 			return bad(fmt.Sprintf("mounts[%d].propagation", i), "is unknown")
 		}
+		if m.GetRecursiveReadOnly() {
+			// The kernel cannot keep submounts read-only while
+			// propagation adds new ones; a writable mount cannot be
+			// recursively read-only.
+			if !m.GetReadonly() {
+				return bad(fmt.Sprintf("mounts[%d].recursive_read_only", i), "needs readonly")
+			}
+			if m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+				return bad(fmt.Sprintf("mounts[%d].recursive_read_only", i), "needs private propagation")
+			}
+		}
 	}
 	if sc := cfg.GetLinux().GetSecurityContext(); sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
 		return bad("linux.security_context.run_as_group", "is set without run_as_user or run_as_username")
@@ -204,6 +215,9 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	for i, mnt := range cfg.GetMounts() {
 		if err := checkPropagation(mnt); err != nil {
 			return "", fmt.Errorf("mounts[%d]: %w", i, err)
+		}
+		if mnt.GetRecursiveReadOnly() && !rt.RecursiveReadOnly {
+			return "", fmt.Errorf("mounts[%d]: recursive read-only mounts are not supported by runtime handler %s: %w", i, sb.Handler, errdefs.ErrInvalidArgument)
 		}
 	}
 	if rec.LogPath != "" {

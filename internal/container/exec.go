@@ -70,7 +70,11 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	}
 	defer os.RemoveAll(dir)
 	pidFile := filepath.Join(dir, "pid")
-	ex := rt.ExecCommand(v.ID, pidFile, false, cmd)
+	procFile, err := m.writeExecProcess(v.ID, dir, cmd, false)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	ex := rt.ExecCommand(v.ID, pidFile, procFile)
 	outBuf := &cappedBuffer{max: MaxExecOutput}
 	errBuf := &cappedBuffer{max: MaxExecOutput}
 	ex.Stdout, ex.Stderr = outBuf, errBuf
@@ -219,3 +223,31 @@ func mergeResources(cur, r *runtimeapi.LinuxContainerResources) {
 }
 
 func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+// writeExecProcess writes the process of an exec: the container's own
+// process (user, groups, env, cwd, capabilities, no_new_privs, rlimits)
+// with the exec's args and terminal, as kubectl exec users expect.
+func (m *Manager) writeExecProcess(id, dir string, cmd []string, tty bool) (string, error) {
+	b, err := os.ReadFile(filepath.Join(m.bundleDir(id), "config.json"))
+	if err != nil {
+		return "", fmt.Errorf("container %s: exec: read spec: %w", id, err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil || spec.Process == nil {
+		return "", fmt.Errorf("container %s: exec: bad spec: %v", id, err)
+	}
+	p := spec.Process
+	p.Args, p.Terminal, p.ConsoleSize = cmd, tty, nil
+	// The container's oom_score_adj was set at its start; an exec process
+	// inherits it from the container's namespace processes anyway.
+	p.OOMScoreAdj = nil
+	pb, err := json.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "process.json")
+	if err := os.WriteFile(path, pb, 0o600); err != nil {
+		return "", fmt.Errorf("container %s: exec: %w", id, err)
+	}
+	return path, nil
+}

@@ -170,6 +170,13 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 		}
 	}
 	if err := rt.Kill(context.WithoutCancel(ctx), v.ID, syscall.SIGKILL); err != nil && !exitedErr(err) {
+		// It may have exited (and been deleted from the runtime) after
+		// we looked: then its exit is being recorded.
+		select {
+		case <-c.exited:
+			return nil
+		case <-time.After(2 * time.Second):
+		}
 		return fmt.Errorf("container %s: kill: %w", v.ID, err)
 	}
 	select {
@@ -186,7 +193,8 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 func exitedErr(err error) bool {
 	s := strings.ToLower(err.Error())
 	return strings.Contains(s, "not running") || strings.Contains(s, "process already finished") ||
-		strings.Contains(s, "does not exist") || strings.Contains(s, "no such process")
+		strings.Contains(s, "does not exist") || strings.Contains(s, "no such process") ||
+		strings.Contains(s, "no such file or directory") // crun, once the container was deleted
 }
 
 func stopSignal(name string) syscall.Signal {

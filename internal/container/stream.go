@@ -51,7 +51,11 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	}
 	defer os.RemoveAll(dir)
 	pidFile := filepath.Join(dir, "pid")
-	ex := rt.ExecCommand(v.ID, pidFile, tty, cmd)
+	procFile, err := m.writeExecProcess(v.ID, dir, cmd, tty)
+	if err != nil {
+		return err
+	}
+	ex := rt.ExecCommand(v.ID, pidFile, procFile)
 
 	var closeAfterStart []io.Closer
 	var master *os.File

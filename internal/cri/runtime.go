@@ -31,8 +31,11 @@ type RuntimeOptions struct {
 	// Stream serves the Exec, Attach and PortForward URLs.
 	Stream  *StreamServer
 	Network *network.Manager
-	// Handlers are the configured RuntimeClass handler names.
-	Handlers []string
+	// Handlers are the configured RuntimeClass handler names;
+	// RecursiveReadOnly says which of them support recursive read-only
+	// mounts.
+	Handlers          []string
+	RecursiveReadOnly map[string]bool
 	// CgroupDriver is "cgroupfs" or "systemd".
 	CgroupDriver string
 	// ConfigInfo is shown by verbose Status (the effective config, JSON).
@@ -70,13 +73,15 @@ func (s *RuntimeServer) Status(_ context.Context, req *runtimeapi.StatusRequest)
 		networkReady.Message = fmt.Sprintf("CNI network not ready: %v", err)
 	}
 	resp := &runtimeapi.StatusResponse{
-		Status:   &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}},
-		Features: &runtimeapi.RuntimeFeatures{},
+		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeReady, networkReady}},
+		// Strict and Merge are both applied (internal/container/user.go).
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
 	for _, h := range s.opts.Handlers {
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
-			Name:     h,
-			Features: &runtimeapi.RuntimeHandlerFeatures{},
+			Name: h,
+			// User namespaces are not supported yet: said, not pretended.
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: s.opts.RecursiveReadOnly[h]},
 		})
 	}
 	if req.GetVerbose() {

@@ -349,6 +349,9 @@ func appMounts(cfg *runtimeapi.ContainerConfig, s ContainerSpec, privileged bool
 		}
 		mounts = kept
 		opts := []string{"rbind", ro(m.GetReadonly())}
+		if m.GetRecursiveReadOnly() {
+			opts = append(opts, "rro")
+		}
 		switch m.GetPropagation() {
 		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
 			opts = append(opts, "rslave")

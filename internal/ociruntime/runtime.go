@@ -6,6 +6,7 @@ package ociruntime
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Runtime is one handler's OCI runtime binary and state root.
@@ -25,6 +27,9 @@ type Runtime struct {
 	Root string
 	// SystemdCgroup passes --systemd-cgroup, for the systemd cgroup driver.
 	SystemdCgroup bool
+	// RecursiveReadOnly is set when the runtime can make mounts
+	// recursively read-only ("rro").
+	RecursiveReadOnly bool
 }
 
 // New resolves path (absolute, or looked up on PATH) and makes root.
@@ -36,7 +41,11 @@ func New(handler, path, root string, systemdCgroup bool) (*Runtime, error) {
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return nil, fmt.Errorf("runtime handler %s: state root: %w", handler, err)
 	}
-	return &Runtime{Handler: handler, Path: resolved, Root: root, SystemdCgroup: systemdCgroup}, nil
+	r := &Runtime{Handler: handler, Path: resolved, Root: root, SystemdCgroup: systemdCgroup}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.RecursiveReadOnly = r.SupportsMountOption(ctx, "rro")
+	return r, nil
 }
 
 // Error is a failed runtime invocation with what it printed.
@@ -166,17 +175,37 @@ func (r *Runtime) Update(ctx context.Context, id, resourcesFile string) error {
 	return nil
 }
 
-// ExecCommand returns the command that runs args in container id and
-// waits for it; pidFile receives the PID of the process, for killing it
-// on a timeout (killing the runtime would leave it running).
-func (r *Runtime) ExecCommand(id, pidFile string, tty bool, args []string) *exec.Cmd {
-	a := []string{"exec", "--pid-file", pidFile}
-	if tty {
-		a = append(a, "--tty")
-	}
-	a = append(a, id)
-	a = append(a, args...)
-	cmd := exec.Command(r.Path, r.args(a...)...)
+// ExecCommand returns the command that runs the process described in
+// processFile (an OCI process JSON: args, user, env, cwd, capabilities,
+// terminal) in container id and waits for it. The full process is given
+// because runtimes differ in what they take from the container when only
+// args are (crun runs them as root). pidFile receives the PID of the
+// process, for killing it on a timeout (killing the runtime would leave it
+// running).
+func (r *Runtime) ExecCommand(id, pidFile, processFile string) *exec.Cmd {
+	cmd := exec.Command(r.Path, r.args("exec", "--process", processFile, "--pid-file", pidFile, id)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
+}
+
+// SupportsMountOption reports whether the runtime's `features` command
+// (OCI runtime features, runc 1.1+) lists a mount option, such as "rro";
+// a runtime without that command supports none it would have to list.
+func (r *Runtime) SupportsMountOption(ctx context.Context, option string) bool {
+	out, err := exec.CommandContext(ctx, r.Path, "features").Output()
+	if err != nil {
+		return false
+	}
+	var f struct {
+		MountOptions []string `json:"mountOptions"`
+	}
+	if json.Unmarshal(out, &f) != nil {
+		return false
+	}
+	for _, o := range f.MountOptions {
+		if o == option {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,67 @@
+package container
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestValidateConfig(t *testing.T) {
+	valid := func() *runtimeapi.ContainerConfig {
+		return &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: "c"},
+			Image:    &runtimeapi.ImageSpec{Image: "busybox"},
+			LogPath:  "c/0.log",
+			Linux:    &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{}},
+		}
+	}
+	tests := []struct {
+		name   string
+		mutate func(*runtimeapi.ContainerConfig)
+		field  string // "" = valid
+	}{
+		{"valid", func(*runtimeapi.ContainerConfig) {}, ""},
+		{"no metadata", func(c *runtimeapi.ContainerConfig) { c.Metadata = nil }, "metadata"},
+		{"empty name", func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "" }, "metadata.name"},
+		{"slash in name", func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "a/b" }, "metadata.name"},
+		{"underscore in name", func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "a_b" }, "metadata.name"},
+		{"no image", func(c *runtimeapi.ContainerConfig) { c.Image.Image = "" }, "image.image"},
+		{"absolute log path", func(c *runtimeapi.ContainerConfig) { c.LogPath = "/etc/passwd" }, "log_path"},
+		{"climbing log path", func(c *runtimeapi.ContainerConfig) { c.LogPath = "a/../../x" }, "log_path"},
+		{"relative mount", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "data", HostPath: "/srv"}}
+		}, "mounts[0].container_path"},
+		{"bad env key", func(c *runtimeapi.ContainerConfig) { c.Envs = []*runtimeapi.KeyValue{{Key: "A=B"}} }, "envs[0].key"},
+		{"group without user", func(c *runtimeapi.ContainerConfig) {
+			c.Linux.SecurityContext.RunAsGroup = &runtimeapi.Int64Value{Value: 5}
+		}, "run_as_group"},
+		{"rro on a writable mount", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/srv", RecursiveReadOnly: true}}
+		}, "recursive_read_only"},
+		{"rro with propagation", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/srv", Readonly: true, RecursiveReadOnly: true,
+				Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}
+		}, "recursive_read_only"},
+		{"rro", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/srv", Readonly: true, RecursiveReadOnly: true}}
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			tt.mutate(c)
+			err := ValidateConfig(c)
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("valid config refused: %v", err)
+				}
+				return
+			}
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tt.field) {
+				t.Errorf("err = %v, want InvalidArgument naming %s", err, tt.field)
+			}
+		})
+	}
+}
