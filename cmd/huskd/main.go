@@ -253,7 +253,7 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 	srv := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor(log)))
 	runtimeapi.RegisterRuntimeServiceServer(srv, cri.NewRuntimeServer(cri.RuntimeOptions{
 		Version: version, Sandboxes: sandboxes, Containers: containers, Events: events, Stream: stream, Network: netMgr,
-		Handlers: handlers, RecursiveReadOnly: rroHandlers(runtimes), CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
+		Handlers: handlers, DefaultHandler: cfg.DefaultRuntime, RecursiveReadOnly: rroHandlers(runtimes), CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
 	}))
 	runtimeapi.RegisterImageServiceServer(srv, cri.NewImageServer(images))
 

@@ -35,6 +35,7 @@ type RuntimeOptions struct {
 	// RecursiveReadOnly says which of them support recursive read-only
 	// mounts.
 	Handlers          []string
+	DefaultHandler    string
 	RecursiveReadOnly map[string]bool
 	// CgroupDriver is "cgroupfs" or "systemd".
 	CgroupDriver string
@@ -77,11 +78,16 @@ func (s *RuntimeServer) Status(_ context.Context, req *runtimeapi.StatusRequest)
 		// Strict and Merge are both applied (internal/container/user.go).
 		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
-	for _, h := range s.opts.Handlers {
+	// The empty name is the default handler, which the CRI lists first.
+	for _, h := range append([]string{""}, s.opts.Handlers...) {
+		features := s.opts.RecursiveReadOnly[h]
+		if h == "" {
+			features = s.opts.RecursiveReadOnly[s.opts.DefaultHandler]
+		}
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
 			Name: h,
 			// User namespaces are not supported yet: said, not pretended.
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: s.opts.RecursiveReadOnly[h]},
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: features},
 		})
 	}
 	if req.GetVerbose() {

@@ -44,8 +44,11 @@ func TestDaemonBasics(t *testing.T) {
 	for _, h := range st.RuntimeHandlers {
 		handlers[h.Name] = true
 	}
-	if !handlers["runc"] || !handlers["crun"] {
-		t.Errorf("handlers %v", st.RuntimeHandlers)
+	if !handlers["runc"] || !handlers["crun"] || len(st.RuntimeHandlers) == 0 || st.RuntimeHandlers[0].Name != "" {
+		t.Errorf("handlers %v, want the default (\"\") first, then runc and crun", st.RuntimeHandlers)
+	}
+	if !st.GetFeatures().GetSupplementalGroupsPolicy() {
+		t.Error("Status does not advertise the supplemental groups policy")
 	}
 	// The kubelet and crictl check the ImageService before anything else.
 	img := runtimeapi.NewImageServiceClient(e.conn)
