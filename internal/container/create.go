@@ -198,6 +198,12 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", err
 	}
+	var targetPID int
+	if ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); ns.GetPid() == runtimeapi.NamespaceMode_TARGET {
+		if targetPID, err = m.targetPID(ns.GetTargetId(), sb.ID); err != nil {
+			return "", err
+		}
+	}
 	if cfg.GetLinux().GetSecurityContext().GetPrivileged() {
 		// A privileged container sees the node's devices, as with
 		// containerd and CRI-O.
@@ -230,12 +236,15 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		RootfsPath: rootfs, Image: &imgCfg.Config, ImageName: rec.ImageName, User: user,
 		InfraPID: sb.InfraPID, NetnsPath: sb.NetnsPath, ShmPath: sb.ShmPath,
 		ResolvConf: filepath.Join(sb.Dir, "resolv.conf"), Hostname: filepath.Join(sb.Dir, "hostname"),
-		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices, AllCapabilities: m.allCaps,
+		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices, AllCapabilities: m.allCaps, TargetPID: targetPID,
 	})
 	if err != nil {
 		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if err := applySeccomp(spec, cfg.GetLinux().GetSecurityContext()); err != nil {
+		return "", err
+	}
+	if err := applyAppArmor(spec, cfg.GetLinux().GetSecurityContext(), appArmorEnabled()); err != nil {
 		return "", err
 	}
 	bundle := m.bundleDir(rec.ID)
@@ -386,6 +395,26 @@ func resolveDevices(devs []*runtimeapi.Device) ([]specs.LinuxDevice, error) {
 		})
 	}
 	return out, nil
+}
+
+// targetPID is the process of a running container of the same sandbox,
+// whose PID namespace a pid=TARGET container joins.
+func (m *Manager) targetPID(id, sandboxID string) (int, error) {
+	if id == "" {
+		return 0, fmt.Errorf("namespace_options.target_id is empty with pid mode TARGET: %w", errdefs.ErrInvalidArgument)
+	}
+	t, err := m.get(id)
+	if err != nil {
+		return 0, fmt.Errorf("namespace_options.target_id: %w", err)
+	}
+	v := t.view()
+	if v.SandboxID != sandboxID {
+		return 0, fmt.Errorf("namespace_options.target_id: container %s is in another pod: %w", v.ID, errdefs.ErrInvalidArgument)
+	}
+	if v.State != StateRunning {
+		return 0, fmt.Errorf("namespace_options.target_id: container %s is not running: %w", v.ID, errdefs.ErrFailedPrecondition)
+	}
+	return v.PID, nil
 }
 
 // checkPropagation refuses a propagation the host's mount of the source

@@ -60,3 +60,36 @@ func TestApplySeccomp(t *testing.T) {
 		})
 	}
 }
+
+func TestApplyAppArmor(t *testing.T) {
+	local := &runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "my-profile"}}
+	tests := []struct {
+		name    string
+		sc      *runtimeapi.LinuxContainerSecurityContext
+		enabled bool
+		want    string
+		wantErr func(error) bool
+	}{
+		{name: "unset", sc: &runtimeapi.LinuxContainerSecurityContext{}},
+		{name: "runtime default without apparmor", sc: &runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}}},
+		{name: "localhost without apparmor", sc: local, wantErr: errdefs.IsFailedPrecondition},
+		{name: "localhost", sc: local, enabled: true, want: "my-profile"},
+		{name: "deprecated localhost", sc: &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "localhost/p2"}, enabled: true, want: "p2"},
+		{name: "unknown deprecated", sc: &runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "bogus"}, wantErr: errdefs.IsInvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := &specs.Spec{Process: &specs.Process{}, Linux: &specs.Linux{}}
+			err := applyAppArmor(spec, tt.sc, tt.enabled)
+			if tt.wantErr != nil {
+				if err == nil || !tt.wantErr(err) {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if err != nil || spec.Process.ApparmorProfile != tt.want {
+				t.Errorf("profile %q, %v; want %q", spec.Process.ApparmorProfile, err, tt.want)
+			}
+		})
+	}
+}

@@ -58,6 +58,9 @@ type ContainerSpec struct {
 	CgroupsPath                 string
 	// Devices are the CRI devices resolved against the host.
 	Devices []specs.LinuxDevice
+	// TargetPID is the process of the container whose PID namespace a
+	// pid=TARGET container joins.
+	TargetPID int
 	// AllCapabilities is what privileged and "ALL" grant: the node's
 	// runtime's own bounding set.
 	AllCapabilities []string
@@ -156,7 +159,7 @@ func AppSpec(cfg *runtimeapi.ContainerConfig, s ContainerSpec) (*specs.Spec, err
 		Mounts:      appMounts(cfg, s, privileged),
 		Annotations: appAnnotations(cfg, s),
 		Linux: &specs.Linux{
-			Namespaces:  appNamespaces(s),
+			Namespaces:  appNamespaces(cfg, s),
 			CgroupsPath: s.CgroupsPath,
 			Resources:   resources(lx.GetResources(), s.Devices, privileged),
 			Devices:     s.Devices,
@@ -278,10 +281,16 @@ var capNames = []string{
 }
 
 // appNamespaces joins the infra's namespaces: network (the pinned netns),
-// IPC and UTS always, PID with pid=POD; a private PID namespace with
-// CONTAINER; the host's where the sandbox uses the host's.
-func appNamespaces(s ContainerSpec) []specs.LinuxNamespace {
+// IPC and UTS always; for PID the container's own option (the kubelet sets
+// it; the sandbox's when it does not): POD joins the infra's, TARGET another
+// container's (kubectl debug --target), CONTAINER a new one, NODE the
+// host's.
+func appNamespaces(cfg *runtimeapi.ContainerConfig, s ContainerSpec) []specs.LinuxNamespace {
 	nsOpts := s.Sandbox.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	pidMode := nsOpts.GetPid()
+	if own := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions(); own != nil {
+		pidMode = own.GetPid()
+	}
 	infra := func(kind string) string { return fmt.Sprintf("/proc/%d/ns/%s", s.InfraPID, kind) }
 	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}}
 	if nsOpts.GetNetwork() != runtimeapi.NamespaceMode_NODE {
@@ -292,9 +301,11 @@ func appNamespaces(s ContainerSpec) []specs.LinuxNamespace {
 	if nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.IPCNamespace, Path: infra("ipc")})
 	}
-	switch nsOpts.GetPid() {
+	switch pidMode {
 	case runtimeapi.NamespaceMode_POD:
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: infra("pid")})
+	case runtimeapi.NamespaceMode_TARGET:
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", s.TargetPID)})
 	case runtimeapi.NamespaceMode_NODE:
 	default:
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})

@@ -227,6 +227,9 @@ func validateLinux(l *runtimeapi.LinuxPodSandboxConfig) error {
 		if len(v) > maxSysctlValueLen || strings.ContainsRune(v, 0) {
 			return invalid("config.linux.sysctls["+k+"]", "value is not usable")
 		}
+		if why := sysctlNotNamespaced(k, l.GetSecurityContext().GetNamespaceOptions()); why != "" {
+			return invalid("config.linux.sysctls["+k+"]", "%s", why)
+		}
 	}
 	sc := l.GetSecurityContext()
 	ns := sc.GetNamespaceOptions()
@@ -261,4 +264,25 @@ func containsMode(ok []runtimeapi.NamespaceMode, m runtimeapi.NamespaceMode) boo
 		}
 	}
 	return false
+}
+
+// sysctlNotNamespaced says why a sysctl cannot be set for a pod: only the
+// sysctls of the namespaces the pod owns (IPC, network) are its to set; a
+// node-wide one, or one of a namespace the pod shares with the node, would
+// change the node.
+func sysctlNotNamespaced(name string, ns *runtimeapi.NamespaceOption) string {
+	n := strings.ReplaceAll(name, "/", ".")
+	switch {
+	case n == "kernel.sem" || strings.HasPrefix(n, "kernel.shm") || strings.HasPrefix(n, "kernel.msg") || strings.HasPrefix(n, "fs.mqueue."):
+		if ns.GetIpc() == runtimeapi.NamespaceMode_NODE {
+			return "is an IPC sysctl and the pod uses the node's IPC namespace"
+		}
+	case strings.HasPrefix(n, "net."):
+		if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE {
+			return "is a network sysctl and the pod uses the node's network namespace"
+		}
+	default:
+		return "is not a namespaced sysctl: it would change the whole node"
+	}
+	return ""
 }

@@ -34,8 +34,23 @@ func TestValidateConfig(t *testing.T) {
 		field  string // empty: valid
 	}{
 		{"valid", func(c *runtimeapi.PodSandboxConfig) {}, ""},
+		{"namespaced sysctls", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"net.ipv4.ip_forward": "1", "kernel.shm_rmid_forced": "1", "kernel/msgmax": "8192", "fs.mqueue.msg_max": "10"}
+		}, ""},
+		{"node-wide sysctl", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"vm.overcommit_memory": "1"}
+		}, "config.linux.sysctls[vm.overcommit_memory]"},
+		{"net sysctl with host network", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+			c.Linux.Sysctls = map[string]string{"net.core.somaxconn": "1024"}
+		}, "config.linux.sysctls[net.core.somaxconn]"},
+		{"ipc sysctl with host ipc", func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.SecurityContext.NamespaceOptions.Ipc = runtimeapi.NamespaceMode_NODE
+			c.Linux.Sysctls = map[string]string{"kernel.shmmax": "1"}
+		}, "config.linux.sysctls[kernel.shmmax]"},
 		{"host network", func(c *runtimeapi.PodSandboxConfig) {
 			c.Linux.SecurityContext.NamespaceOptions.Network = runtimeapi.NamespaceMode_NODE
+			c.Linux.Sysctls = nil // the kubelet refuses net.* sysctls for host-network pods
 		}, ""},
 		{"no metadata", func(c *runtimeapi.PodSandboxConfig) { c.Metadata = nil }, "config.metadata"},
 		{"empty name", func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "" }, "config.metadata.name"},

@@ -613,6 +613,22 @@ func TestContainerConfig(t *testing.T) {
 		t.Errorf("tty log = %q", b)
 	}
 
+	// kubectl debug --target: a container in the PID namespace of another.
+	target := ctrConfig("target", "sleep", "3600")
+	target.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}
+	targetID := e.run(podID, pod, target)
+	dbg := ctrConfig("debug", "sleep", "3601")
+	dbg.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: targetID}
+	dbgID := e.run(podID, pod, dbg)
+	if r := e.exec(dbgID, 10, "cat", "/proc/1/cmdline"); string(r.Stdout) != "sleep\x003600\x00" {
+		t.Errorf("PID 1 seen by a pid=TARGET container = %q, want the target's sleep 3600", r.Stdout)
+	}
+	bad := ctrConfig("debug2", "true")
+	bad.Linux.SecurityContext.NamespaceOptions = &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "nosuch"}
+	if _, err := e.rt.CreateContainer(e.ctx(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: bad}); status.Code(err) != codes.NotFound {
+		t.Errorf("pid=TARGET of an unknown container: %v", err)
+	}
+
 	// The image's stop signal, trapped: the container exits with 42 long
 	// before the timeout.
 	sig := ctrConfig("stopsig", "sh", "-c", "trap 'exit 42' USR1; while true; do sleep 0.1; done")
