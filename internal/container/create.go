@@ -183,8 +183,14 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		m.unindex(c)
 	}()
 
-	// The rootfs: the image's layers under a private writable layer.
-	rootfs, err := m.mountRootfs(rec, m.opts.Images.LayerDirs(img))
+	// The rootfs: the image's layers under a private writable layer; in a
+	// pod with its own user namespace, the layers are seen through
+	// idmapped mounts so the image's root is the pod's root.
+	var userns *idmap
+	if uids, gids, ok := oci.PodIDMappings(sb.Config); ok {
+		userns = &idmap{nsPath: fmt.Sprintf("/proc/%d/ns/user", sb.InfraPID), rootUID: uids[0].HostID, rootGID: gids[0].HostID}
+	}
+	rootfs, err := m.mountRootfs(rec, m.opts.Images.LayerDirs(img), userns)
 	if err != nil {
 		return "", err
 	}
@@ -297,13 +303,27 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 
 // mountRootfs mounts the overlay of the image layers (lowest last in
 // lowerdir) and the container's own upper dir.
-func (m *Manager) mountRootfs(rec *Record, layers []string) (string, error) {
+func (m *Manager) mountRootfs(rec *Record, layers []string, userns *idmap) (string, error) {
 	dir := m.rootDir(rec.ID)
 	upper, work, rootfs := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "rootfs")
 	for _, d := range []string{upper, work, rootfs} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return "", fmt.Errorf("rootfs: %w", err)
 		}
+	}
+	if userns != nil {
+		// What the container writes belongs to the pod's root.
+		if err := os.Chown(upper, int(userns.rootUID), int(userns.rootGID)); err != nil {
+			return "", fmt.Errorf("rootfs: %w", err)
+		}
+		staged, cleanup, err := idmappedLayers(filepath.Join(dir, "idmap"), layers, userns.nsPath)
+		if err != nil {
+			return "", fmt.Errorf("rootfs: idmapped layers: %w", err)
+		}
+		// overlayfs keeps its own clones of the layer mounts: the staged
+		// ones go as soon as it is mounted.
+		defer cleanup()
+		layers = staged
 	}
 	lower := make([]string, 0, len(layers))
 	for i := len(layers) - 1; i >= 0; i-- {
@@ -325,6 +345,56 @@ func (m *Manager) mountRootfs(rec *Record, layers []string) (string, error) {
 	}
 	rec.RootfsMounted = true
 	return rootfs, nil
+}
+
+// idmap is a pod's user namespace as the rootfs needs it.
+type idmap struct {
+	nsPath           string
+	rootUID, rootGID uint32
+}
+
+// idmappedLayers mounts each layer dir under dir through an idmapped mount
+// of the user namespace at nsPath (open_tree + mount_setattr + move_mount)
+// and returns the mount points and a cleanup that detaches them.
+func idmappedLayers(dir string, layers []string, nsPath string) ([]string, func(), error) {
+	userns, err := os.Open(nsPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer userns.Close()
+	var staged []string
+	cleanup := func() {
+		for _, p := range staged {
+			_ = unix.Unmount(p, unix.MNT_DETACH)
+		}
+		_ = os.RemoveAll(dir)
+	}
+	for i, l := range layers {
+		target := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.MkdirAll(target, 0o700); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		fd, err := unix.OpenTree(unix.AT_FDCWD, l, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("open_tree %s: %w", l, err)
+		}
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+			unix.Close(fd)
+			cleanup()
+			return nil, nil, fmt.Errorf("idmap %s: %w", l, err)
+		}
+		err = unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
+		unix.Close(fd)
+		if err != nil {
+			cleanup()
+			return nil, nil, fmt.Errorf("move_mount %s: %w", l, err)
+		}
+		staged = append(staged, target)
+	}
+	return staged, cleanup, nil
 }
 
 // releaseLocked undoes what a container owns on the host: the runtime's

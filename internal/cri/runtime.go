@@ -86,8 +86,10 @@ func (s *RuntimeServer) Status(_ context.Context, req *runtimeapi.StatusRequest)
 		}
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
 			Name: h,
-			// User namespaces are not supported yet: said, not pretended.
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: features},
+			// User namespaces: the pod's own (mode POD), its rootfs layers
+			// idmapped by huskd, which needs no runtime support beyond
+			// joining a user namespace.
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: features, UserNamespaces: true},
 		})
 	}
 	if req.GetVerbose() {

@@ -60,6 +60,50 @@ func (m *Manager) CreateNetns(id string) (string, error) {
 	return pin, nil
 }
 
+// PinNetns pins the network namespace of process pid for sandbox id and
+// brings its loopback up. It is for namespaces a pod's infra created
+// itself: a pod with its own user namespace needs a network namespace
+// owned by that user namespace, or its containers could not join it.
+func (m *Manager) PinNetns(id string, pid int) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return "", fmt.Errorf("netns for %q: not a usable name", id)
+	}
+	pin := filepath.Join(m.opts.NetnsDir, id)
+	f, err := os.OpenFile(pin, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	if err != nil {
+		return "", fmt.Errorf("netns for %s: create pin: %w", id, err)
+	}
+	f.Close()
+	fail := func(err error) (string, error) {
+		_ = unix.Unmount(pin, unix.MNT_DETACH)
+		_ = os.Remove(pin)
+		return "", fmt.Errorf("netns for %s: %w", id, err)
+	}
+	if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/net", pid), pin, "", unix.MS_BIND, ""); err != nil {
+		return fail(fmt.Errorf("bind mount: %w", err))
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the thread dies with this goroutine.
+		ns, err := os.Open(pin)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter: %w", err)
+			return
+		}
+		errc <- loopbackUp()
+	}()
+	if err := <-errc; err != nil {
+		return fail(err)
+	}
+	return pin, nil
+}
+
 // loopbackUp sets IFF_UP on lo of the calling thread's network namespace.
 func loopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)

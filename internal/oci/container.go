@@ -178,6 +178,9 @@ func AppSpec(cfg *runtimeapi.ContainerConfig, s ContainerSpec) (*specs.Spec, err
 			}
 		}
 	}
+	if uids, gids, ok := PodIDMappings(s.Sandbox); ok {
+		spec.Linux.UIDMappings, spec.Linux.GIDMappings = uids, gids
+	}
 	if privileged {
 		spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths = nil, nil
 	} else {
@@ -300,6 +303,11 @@ func appNamespaces(cfg *runtimeapi.ContainerConfig, s ContainerSpec) []specs.Lin
 	}
 	if nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.IPCNamespace, Path: infra("ipc")})
+	}
+	if _, _, ok := PodIDMappings(s.Sandbox); ok {
+		// The pod's user namespace, which the infra created; the runtime
+		// wants the mappings even when it joins one.
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: infra("user")})
 	}
 	switch pidMode {
 	case runtimeapi.NamespaceMode_POD:

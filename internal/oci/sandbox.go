@@ -127,7 +127,28 @@ func InfraSpec(cfg *runtimeapi.PodSandboxConfig, s SandboxSpec) *specs.Spec {
 	if !hostNet {
 		spec.Hostname = cfg.GetHostname()
 	}
+	if uids, gids, ok := PodIDMappings(cfg); ok {
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		spec.Linux.UIDMappings, spec.Linux.GIDMappings = uids, gids
+	}
 	return spec
+}
+
+// PodIDMappings returns the pod's user namespace mappings when it asks for
+// a user namespace of its own (userns_options mode POD).
+func PodIDMappings(cfg *runtimeapi.PodSandboxConfig) (uids, gids []specs.LinuxIDMapping, ok bool) {
+	u := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
+	if u == nil || u.GetMode() != runtimeapi.NamespaceMode_POD {
+		return nil, nil, false
+	}
+	conv := func(in []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+		out := make([]specs.LinuxIDMapping, 0, len(in))
+		for _, m := range in {
+			out = append(out, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
+		}
+		return out
+	}
+	return conv(u.GetUids()), conv(u.GetGids()), true
 }
 
 // DefaultMaskedPaths are the kubelet's defaults (k8s.io/kubernetes

@@ -189,11 +189,14 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 	}
 	timer.Mark("files")
 
-	// 4. Network namespace, pinned.
+	// 4. Network namespace, pinned. A pod with its own user namespace
+	// gets the one its infra creates (owned by that user namespace, so
+	// its containers can join it), pinned once the infra runs.
 	if err := cancelled(); err != nil {
 		return err
 	}
-	if !hostNet {
+	_, _, ownUserns := oci.PodIDMappings(cfg)
+	if !hostNet && !ownUserns {
 		p, err := m.opts.Network.CreateNetns(rec.ID)
 		if err != nil {
 			return fmt.Errorf("create network namespace: %w", err)
@@ -206,13 +209,13 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 
 	// 5 and 6 run at once: the CNI plugins and the OCI runtime each take
 	// tens of milliseconds and neither needs the other, only the pinned
-	// namespace both use.
+	// namespace both use. With a user namespace, CNI waits for the infra.
 	type addResult struct {
 		res network.Result
 		err error
 	}
 	var addDone chan addResult
-	if !hostNet {
+	setup := func() {
 		rec.NetworkAttached = true
 		addDone = make(chan addResult, 1)
 		att := m.attachment(rec, cfg)
@@ -223,8 +226,23 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 			addDone <- addResult{res, err}
 		}()
 	}
-	infraErr := m.startInfra(opCtx, sb, rt, dir)
+	if !hostNet && !ownUserns {
+		setup()
+	}
+	infraNetns := rec.NetnsPath
+	if ownUserns {
+		infraNetns = "" // a new one, created by the runtime in the pod's user namespace
+	}
+	infraErr := m.startInfra(opCtx, sb, rt, dir, infraNetns)
 	timer.Mark("infra")
+	if !hostNet && ownUserns && infraErr == nil {
+		p, err := m.opts.Network.PinNetns(rec.ID, rec.InfraPID)
+		if err != nil {
+			return fmt.Errorf("pin network namespace: %w", err)
+		}
+		rec.NetnsPath = p
+		setup()
+	}
 	if addDone != nil {
 		r := <-addDone
 		timer.Mark("network")
@@ -260,10 +278,10 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 
 // startInfra writes the infra container's bundle and starts it through the
 // handler's runtime, then watches its process.
-func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, dir string) error {
+func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, dir, netnsPath string) error {
 	rec := &sb.rec
 	spec := oci.InfraSpec(sb.config, oci.SandboxSpec{
-		ID: rec.ID, Handler: rec.Handler, RootfsPath: m.rootfs, NetnsPath: rec.NetnsPath,
+		ID: rec.ID, Handler: rec.Handler, RootfsPath: m.rootfs, NetnsPath: netnsPath,
 		ShmPath: rec.ShmPath, CgroupsPath: rec.CgroupsPath, OOMScoreAdj: m.oomScoreAdj,
 	})
 	bundle := filepath.Join(dir, "bundle")

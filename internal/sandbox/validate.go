@@ -248,10 +248,23 @@ func validateLinux(l *runtimeapi.LinuxPodSandboxConfig) error {
 			}
 		}
 		if u := ns.GetUsernsOptions(); u != nil && u.GetMode() != runtimeapi.NamespaceMode_NODE {
-			if _, ok := runtimeapi.NamespaceMode_name[int32(u.GetMode())]; !ok {
-				return invalid("config.linux.security_context.namespace_options.userns_options.mode", "unknown mode %d", u.GetMode())
+			const field = "config.linux.security_context.namespace_options.userns_options"
+			if u.GetMode() != runtimeapi.NamespaceMode_POD {
+				return invalid(field+".mode", "mode %s is not supported: POD (a user namespace for the pod) or NODE", u.GetMode())
 			}
-			return fmt.Errorf("config.linux.security_context.namespace_options.userns_options: user namespaces are not supported by this husk: %w", errdefs.ErrNotImplemented)
+			if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE {
+				return invalid(field, "a user namespace with the node's network is not supported")
+			}
+			for name, maps := range map[string][]*runtimeapi.IDMapping{"uids": u.GetUids(), "gids": u.GetGids()} {
+				// One mapping starting at 0, as the kubelet sends: the
+				// container's root must be mapped.
+				if len(maps) != 1 {
+					return invalid(field+"."+name, "%d mappings; exactly one is supported", len(maps))
+				}
+				if m := maps[0]; m.GetContainerId() != 0 || m.GetLength() == 0 || m.GetHostId() == 0 {
+					return invalid(field+"."+name, "mapping %d:%d:%d must map container ID 0 to a non-root host ID", m.GetContainerId(), m.GetHostId(), m.GetLength())
+				}
+			}
 		}
 	}
 	return nil

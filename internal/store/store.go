@@ -35,7 +35,9 @@ type Store struct {
 // on the file, so a second huskd on the same root fails here instead of
 // corrupting state; it gets a clear message after a short wait.
 func Open(path string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	// 0711, as containerd's root: a container in a user namespace must
+	// traverse it to reach its rootfs; the names below are not secret.
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond, NoFreelistSync: true})

@@ -29,7 +29,7 @@ import (
 
 // busyboxApplets are linked to /bin/busybox in the test image.
 var busyboxApplets = []string{"sh", "httpd", "wget", "cat", "echo", "sleep", "hostname", "ps", "head", "tr",
-	"mkdir", "ls", "id", "true", "mv", "seq", "yes", "dd", "stty", "test", "nc"}
+	"mkdir", "ls", "id", "true", "mv", "seq", "yes", "dd", "stty", "test", "nc", "stat", "touch"}
 
 // busyboxImage builds a busybox image offline from the host's static
 // busybox, with a passwd that knows an unprivileged "app" user.
@@ -644,4 +644,55 @@ func TestContainerConfig(t *testing.T) {
 	}
 	e.stopRemove(podID)
 	e.assertNoLeaks(podID)
+}
+
+// A pod with its own user namespace: its root is a host ID of the
+// mapping, and the image's files, seen through idmapped layers, belong to
+// it; what it writes lands in the host as the mapped ID.
+func TestUserNamespacePod(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	for _, handler := range []string{"runc", "crun"} {
+		t.Run(handler, func(t *testing.T) {
+			pod := e.podConfig("userns-" + handler)
+			mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 200000, Length: 65536}}
+			pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping, Gids: mapping}
+			podID := e.runPod(pod, handler)
+			id := e.run(podID, pod, ctrConfig("u", "sleep", "3600"))
+			checks := []struct{ cmd, want string }{
+				{"cat /proc/self/uid_map | tr -s ' '", " 0 200000 65536\n"},
+				{"id -u; stat -c %u /bin/busybox", "0\n0\n"},
+				{"touch /written && stat -c %u /written", "0\n"},
+			}
+			for _, c := range checks {
+				if r := e.exec(id, 10, "sh", "-c", c.cmd); string(r.Stdout) != c.want {
+					t.Errorf("%s: %q (stderr %q), want %q", c.cmd, r.Stdout, r.Stderr, c.want)
+				}
+			}
+			_, info := e.status(podID)
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", info.PID)); !strings.Contains(strings.Join(strings.Fields(string(b)), " "), "0 200000 65536") {
+				t.Errorf("infra's uid_map = %q", b)
+			}
+			e.stopRemove(podID)
+			e.assertNoLeaks(podID, id)
+		})
+	}
+	// Mappings the CRI does not allow are refused at RunPodSandbox.
+	bad := map[string]*runtimeapi.UserNamespace{
+		"two mappings": {Mode: runtimeapi.NamespaceMode_POD,
+			Uids: []*runtimeapi.IDMapping{{HostId: 200000, Length: 1000}, {ContainerId: 1000, HostId: 300000, Length: 1000}},
+			Gids: []*runtimeapi.IDMapping{{HostId: 200000, Length: 65536}}},
+		"root unmapped": {Mode: runtimeapi.NamespaceMode_POD,
+			Uids: []*runtimeapi.IDMapping{{ContainerId: 1, HostId: 200000, Length: 65536}},
+			Gids: []*runtimeapi.IDMapping{{ContainerId: 1, HostId: 200000, Length: 65536}}},
+		"container mode": {Mode: runtimeapi.NamespaceMode_CONTAINER},
+	}
+	for name, u := range bad {
+		pod := e.podConfig("bad-userns")
+		pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = u
+		if _, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: pod}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+	e.assertNoLeaks()
 }

@@ -213,6 +213,11 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Traversable, as a node's /var/lib and /run are: containers in a
+	// user namespace reach their rootfs below it.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{
 		t: t, dir: dir,
 		root: filepath.Join(dir, "root"), state: filepath.Join(dir, "state"),
