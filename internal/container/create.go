@@ -232,6 +232,19 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 			return "", fmt.Errorf("mounts[%d]: recursive read-only mounts are not supported by runtime handler %s: %w", i, sb.Handler, errdefs.ErrInvalidArgument)
 		}
 	}
+	// Volumes of a pod with a user namespace: the kubelet gives them the
+	// pod's mappings; an idmapped view of each is what gets bind mounted.
+	var mountSources map[int]string
+	if userns != nil {
+		var cleanup func()
+		mountSources, cleanup, err = idmappedVolumes(m.rootDir(rec.ID), cfg.GetMounts(), userns, sb.Config)
+		if err != nil {
+			return "", err
+		}
+		// The runtime's bind mounts are clones: once it created the
+		// container, the staged views can go.
+		defer cleanup()
+	}
 	if rec.LogPath != "" {
 		if err := os.MkdirAll(filepath.Dir(rec.LogPath), 0o755); err != nil {
 			return "", fmt.Errorf("log directory: %w", err)
@@ -242,7 +255,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		RootfsPath: rootfs, Image: &imgCfg.Config, ImageName: rec.ImageName, User: user,
 		InfraPID: sb.InfraPID, NetnsPath: sb.NetnsPath, ShmPath: sb.ShmPath,
 		ResolvConf: filepath.Join(sb.Dir, "resolv.conf"), Hostname: filepath.Join(sb.Dir, "hostname"),
-		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices, AllCapabilities: m.allCaps, TargetPID: targetPID,
+		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices, AllCapabilities: m.allCaps, TargetPID: targetPID, MountSources: mountSources,
 	})
 	if err != nil {
 		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
@@ -371,7 +384,17 @@ func idmappedLayers(dir string, layers []string, nsPath string) ([]string, func(
 	}
 	for i, l := range layers {
 		target := filepath.Join(dir, strconv.Itoa(i))
-		if err := os.MkdirAll(target, 0o700); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		// A file (a volume can be one) is mounted on a file.
+		if fi, err := os.Stat(l); err == nil && !fi.IsDir() {
+			if err := os.WriteFile(target, nil, 0o600); err != nil {
+				cleanup()
+				return nil, nil, err
+			}
+		} else if err := os.Mkdir(target, 0o700); err != nil {
 			cleanup()
 			return nil, nil, err
 		}
@@ -395,6 +418,47 @@ func idmappedLayers(dir string, layers []string, nsPath string) ([]string, func(
 		staged = append(staged, target)
 	}
 	return staged, cleanup, nil
+}
+
+// idmappedVolumes stages an idmapped view of every CRI mount that carries
+// ID mappings; they must be the pod's (one user namespace per pod).
+func idmappedVolumes(dir string, mounts []*runtimeapi.Mount, userns *idmap, sb *runtimeapi.PodSandboxConfig) (map[int]string, func(), error) {
+	uids, gids, _ := oci.PodIDMappings(sb)
+	same := func(a []*runtimeapi.IDMapping, b []specs.LinuxIDMapping) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if a[i].GetContainerId() != b[i].ContainerID || a[i].GetHostId() != b[i].HostID || a[i].GetLength() != b[i].Size {
+				return false
+			}
+		}
+		return true
+	}
+	var paths []string
+	var index []int
+	for i, m := range mounts {
+		if len(m.GetUidMappings()) == 0 && len(m.GetGidMappings()) == 0 {
+			continue
+		}
+		if !same(m.GetUidMappings(), uids) || !same(m.GetGidMappings(), gids) {
+			return nil, nil, fmt.Errorf("mounts[%d]: ID mappings differ from the pod's user namespace: %w", i, errdefs.ErrInvalidArgument)
+		}
+		paths = append(paths, m.GetHostPath())
+		index = append(index, i)
+	}
+	if len(paths) == 0 {
+		return nil, func() {}, nil
+	}
+	staged, cleanup, err := idmappedLayers(filepath.Join(dir, "idmap-volumes"), paths, userns.nsPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("idmapped volumes: %w", err)
+	}
+	out := map[int]string{}
+	for j, i := range index {
+		out[i] = staged[j]
+	}
+	return out, cleanup, nil
 }
 
 // releaseLocked undoes what a container owns on the host: the runtime's

@@ -58,6 +58,9 @@ type ContainerSpec struct {
 	CgroupsPath                 string
 	// Devices are the CRI devices resolved against the host.
 	Devices []specs.LinuxDevice
+	// MountSources replaces the host path of CRI mounts by index: an
+	// idmapped view of it, for a pod with a user namespace.
+	MountSources map[int]string
 	// TargetPID is the process of the container whose PID namespace a
 	// pid=TARGET container joins.
 	TargetPID int
@@ -358,7 +361,7 @@ func appMounts(cfg *runtimeapi.ContainerConfig, s ContainerSpec, privileged bool
 		mounts = append(mounts, specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
 			Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}})
 	}
-	for _, m := range cfg.GetMounts() {
+	for i, m := range cfg.GetMounts() {
 		dst := filepath.Clean(m.GetContainerPath())
 		kept := mounts[:0]
 		for _, d := range mounts {
@@ -379,7 +382,11 @@ func appMounts(cfg *runtimeapi.ContainerConfig, s ContainerSpec, privileged bool
 		default:
 			opts = append(opts, "rprivate")
 		}
-		mounts = append(mounts, specs.Mount{Destination: dst, Type: "bind", Source: m.GetHostPath(), Options: opts})
+		src := m.GetHostPath()
+		if alt, ok := s.MountSources[i]; ok {
+			src = alt
+		}
+		mounts = append(mounts, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: opts})
 	}
 	return mounts
 }

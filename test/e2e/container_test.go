@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -658,16 +659,30 @@ func TestUserNamespacePod(t *testing.T) {
 			mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 200000, Length: 65536}}
 			pod.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD, Uids: mapping, Gids: mapping}
 			podID := e.runPod(pod, handler)
-			id := e.run(podID, pod, ctrConfig("u", "sleep", "3600"))
+			vol := filepath.Join(e.dir, "vol-"+handler)
+			if err := os.MkdirAll(vol, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(vol, "f"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg := ctrConfig("u", "sleep", "3600")
+			cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, UidMappings: mapping, GidMappings: mapping}}
+			id := e.run(podID, pod, cfg)
 			checks := []struct{ cmd, want string }{
 				{"cat /proc/self/uid_map | tr -s ' '", " 0 200000 65536\n"},
 				{"id -u; stat -c %u /bin/busybox", "0\n0\n"},
 				{"touch /written && stat -c %u /written", "0\n"},
+				{"stat -c %u /vol/f && touch /vol/new && echo wrote", "0\nwrote\n"},
 			}
 			for _, c := range checks {
 				if r := e.exec(id, 10, "sh", "-c", c.cmd); string(r.Stdout) != c.want {
 					t.Errorf("%s: %q (stderr %q), want %q", c.cmd, r.Stdout, r.Stderr, c.want)
 				}
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(vol, "new"), &st); err != nil || st.Uid != 0 {
+				t.Errorf("file the pod's root wrote in the volume: uid %d, %v; want the host's 0 through the idmapped mount", st.Uid, err)
 			}
 			_, info := e.status(podID)
 			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/uid_map", info.PID)); !strings.Contains(strings.Join(strings.Fields(string(b)), " "), "0 200000 65536") {
