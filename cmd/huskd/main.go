@@ -253,7 +253,7 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 	srv := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor(log)))
 	runtimeapi.RegisterRuntimeServiceServer(srv, cri.NewRuntimeServer(cri.RuntimeOptions{
 		Version: version, Sandboxes: sandboxes, Containers: containers, Events: events, Stream: stream, Network: netMgr,
-		Handlers: handlers, DefaultHandler: cfg.DefaultRuntime, RecursiveReadOnly: rroHandlers(runtimes), CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
+		Handlers: handlers, CgroupDriver: cfg.CgroupDriver, ConfigInfo: cfg, Logger: log,
 	}))
 	runtimeapi.RegisterImageServiceServer(srv, cri.NewImageServer(images))
 
@@ -307,15 +307,6 @@ func listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
 	return lis, nil
-}
-
-// rroHandlers lists which handlers can make mounts recursively read-only.
-func rroHandlers(runtimes map[string]*ociruntime.Runtime) map[string]bool {
-	out := map[string]bool{}
-	for h, r := range runtimes {
-		out[h] = r.RecursiveReadOnly
-	}
-	return out
 }
 
 // sandboxInfo tells the container manager what it needs of a sandbox.

@@ -228,23 +228,17 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		if err := checkPropagation(mnt); err != nil {
 			return "", fmt.Errorf("mounts[%d]: %w", i, err)
 		}
-		if mnt.GetRecursiveReadOnly() && !rt.RecursiveReadOnly {
-			return "", fmt.Errorf("mounts[%d]: recursive read-only mounts are not supported by runtime handler %s: %w", i, sb.Handler, errdefs.ErrInvalidArgument)
-		}
 	}
-	// Volumes of a pod with a user namespace: the kubelet gives them the
-	// pod's mappings; an idmapped view of each is what gets bind mounted.
-	var mountSources map[int]string
-	if userns != nil {
-		var cleanup func()
-		mountSources, cleanup, err = idmappedVolumes(m.rootDir(rec.ID), cfg.GetMounts(), userns, sb.Config)
-		if err != nil {
-			return "", err
-		}
-		// The runtime's bind mounts are clones: once it created the
-		// container, the staged views can go.
-		defer cleanup()
+	// Volumes that need a view: idmapped for a pod with a user namespace
+	// (the kubelet gives them the pod's mappings), recursively read-only
+	// where the runtime cannot do it. The view is what gets bind mounted;
+	// the runtime's bind mounts are clones, so the staged views go once it
+	// created the container.
+	mountSources, cleanupViews, err := volumeViews(m.rootDir(rec.ID), cfg.GetMounts(), userns, sb.Config, rt.RecursiveReadOnly)
+	if err != nil {
+		return "", err
 	}
+	defer cleanupViews()
 	if rec.LogPath != "" {
 		if err := os.MkdirAll(filepath.Dir(rec.LogPath), 0o755); err != nil {
 			return "", fmt.Errorf("log directory: %w", err)
@@ -255,7 +249,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		RootfsPath: rootfs, Image: &imgCfg.Config, ImageName: rec.ImageName, User: user,
 		InfraPID: sb.InfraPID, NetnsPath: sb.NetnsPath, ShmPath: sb.ShmPath,
 		ResolvConf: filepath.Join(sb.Dir, "resolv.conf"), Hostname: filepath.Join(sb.Dir, "hostname"),
-		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices, AllCapabilities: m.allCaps, TargetPID: targetPID, MountSources: mountSources,
+		Hosts: filepath.Join(sb.Dir, "hosts"), CgroupsPath: rec.CgroupsPath, Devices: devices, AllCapabilities: m.allCaps, TargetPID: targetPID, MountSources: mountSources, RuntimeRRO: rt.RecursiveReadOnly,
 	})
 	if err != nil {
 		return "", fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
@@ -329,7 +323,11 @@ func (m *Manager) mountRootfs(rec *Record, layers []string, userns *idmap) (stri
 		if err := os.Chown(upper, int(userns.rootUID), int(userns.rootGID)); err != nil {
 			return "", fmt.Errorf("rootfs: %w", err)
 		}
-		staged, cleanup, err := idmappedLayers(filepath.Join(dir, "idmap"), layers, userns.nsPath)
+		views := make([]view, len(layers))
+		for i, l := range layers {
+			views[i] = view{src: l, userns: userns.nsPath}
+		}
+		staged, cleanup, err := stageViews(filepath.Join(dir, "idmap"), views)
 		if err != nil {
 			return "", fmt.Errorf("rootfs: idmapped layers: %w", err)
 		}
@@ -364,101 +362,6 @@ func (m *Manager) mountRootfs(rec *Record, layers []string, userns *idmap) (stri
 type idmap struct {
 	nsPath           string
 	rootUID, rootGID uint32
-}
-
-// idmappedLayers mounts each layer dir under dir through an idmapped mount
-// of the user namespace at nsPath (open_tree + mount_setattr + move_mount)
-// and returns the mount points and a cleanup that detaches them.
-func idmappedLayers(dir string, layers []string, nsPath string) ([]string, func(), error) {
-	userns, err := os.Open(nsPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer userns.Close()
-	var staged []string
-	cleanup := func() {
-		for _, p := range staged {
-			_ = unix.Unmount(p, unix.MNT_DETACH)
-		}
-		_ = os.RemoveAll(dir)
-	}
-	for i, l := range layers {
-		target := filepath.Join(dir, strconv.Itoa(i))
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			cleanup()
-			return nil, nil, err
-		}
-		// A file (a volume can be one) is mounted on a file.
-		if fi, err := os.Stat(l); err == nil && !fi.IsDir() {
-			if err := os.WriteFile(target, nil, 0o600); err != nil {
-				cleanup()
-				return nil, nil, err
-			}
-		} else if err := os.Mkdir(target, 0o700); err != nil {
-			cleanup()
-			return nil, nil, err
-		}
-		fd, err := unix.OpenTree(unix.AT_FDCWD, l, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-		if err != nil {
-			cleanup()
-			return nil, nil, fmt.Errorf("open_tree %s: %w", l, err)
-		}
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
-		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
-			unix.Close(fd)
-			cleanup()
-			return nil, nil, fmt.Errorf("idmap %s: %w", l, err)
-		}
-		err = unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
-		unix.Close(fd)
-		if err != nil {
-			cleanup()
-			return nil, nil, fmt.Errorf("move_mount %s: %w", l, err)
-		}
-		staged = append(staged, target)
-	}
-	return staged, cleanup, nil
-}
-
-// idmappedVolumes stages an idmapped view of every CRI mount that carries
-// ID mappings; they must be the pod's (one user namespace per pod).
-func idmappedVolumes(dir string, mounts []*runtimeapi.Mount, userns *idmap, sb *runtimeapi.PodSandboxConfig) (map[int]string, func(), error) {
-	uids, gids, _ := oci.PodIDMappings(sb)
-	same := func(a []*runtimeapi.IDMapping, b []specs.LinuxIDMapping) bool {
-		if len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if a[i].GetContainerId() != b[i].ContainerID || a[i].GetHostId() != b[i].HostID || a[i].GetLength() != b[i].Size {
-				return false
-			}
-		}
-		return true
-	}
-	var paths []string
-	var index []int
-	for i, m := range mounts {
-		if len(m.GetUidMappings()) == 0 && len(m.GetGidMappings()) == 0 {
-			continue
-		}
-		if !same(m.GetUidMappings(), uids) || !same(m.GetGidMappings(), gids) {
-			return nil, nil, fmt.Errorf("mounts[%d]: ID mappings differ from the pod's user namespace: %w", i, errdefs.ErrInvalidArgument)
-		}
-		paths = append(paths, m.GetHostPath())
-		index = append(index, i)
-	}
-	if len(paths) == 0 {
-		return nil, func() {}, nil
-	}
-	staged, cleanup, err := idmappedLayers(filepath.Join(dir, "idmap-volumes"), paths, userns.nsPath)
-	if err != nil {
-		return nil, nil, fmt.Errorf("idmapped volumes: %w", err)
-	}
-	out := map[int]string{}
-	for j, i := range index {
-		out[i] = staged[j]
-	}
-	return out, cleanup, nil
 }
 
 // releaseLocked undoes what a container owns on the host: the runtime's

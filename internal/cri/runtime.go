@@ -31,12 +31,8 @@ type RuntimeOptions struct {
 	// Stream serves the Exec, Attach and PortForward URLs.
 	Stream  *StreamServer
 	Network *network.Manager
-	// Handlers are the configured RuntimeClass handler names;
-	// RecursiveReadOnly says which of them support recursive read-only
-	// mounts.
-	Handlers          []string
-	DefaultHandler    string
-	RecursiveReadOnly map[string]bool
+	// Handlers are the configured RuntimeClass handler names.
+	Handlers []string
 	// CgroupDriver is "cgroupfs" or "systemd".
 	CgroupDriver string
 	// ConfigInfo is shown by verbose Status (the effective config, JSON).
@@ -80,16 +76,13 @@ func (s *RuntimeServer) Status(_ context.Context, req *runtimeapi.StatusRequest)
 	}
 	// The empty name is the default handler, which the CRI lists first.
 	for _, h := range append([]string{""}, s.opts.Handlers...) {
-		features := s.opts.RecursiveReadOnly[h]
-		if h == "" {
-			features = s.opts.RecursiveReadOnly[s.opts.DefaultHandler]
-		}
 		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{
 			Name: h,
-			// User namespaces: the pod's own (mode POD), its rootfs layers
-			// idmapped by huskd, which needs no runtime support beyond
-			// joining a user namespace.
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: features, UserNamespaces: true},
+			// Both need nothing of the runtime beyond joining a user
+			// namespace and bind mounting: huskd stages idmapped and
+			// recursively read-only views itself where the runtime cannot
+			// (internal/container/views.go).
+			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: true},
 		})
 	}
 	if req.GetVerbose() {

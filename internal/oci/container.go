@@ -58,6 +58,8 @@ type ContainerSpec struct {
 	CgroupsPath                 string
 	// Devices are the CRI devices resolved against the host.
 	Devices []specs.LinuxDevice
+	// RuntimeRRO says the runtime applies "rro" itself.
+	RuntimeRRO bool
 	// MountSources replaces the host path of CRI mounts by index: an
 	// idmapped view of it, for a pod with a user namespace.
 	MountSources map[int]string
@@ -371,8 +373,8 @@ func appMounts(cfg *runtimeapi.ContainerConfig, s ContainerSpec, privileged bool
 		}
 		mounts = kept
 		opts := []string{"rbind", ro(m.GetReadonly())}
-		if m.GetRecursiveReadOnly() {
-			opts = append(opts, "rro")
+		if m.GetRecursiveReadOnly() && s.RuntimeRRO {
+			opts = append(opts, "rro") // else the source is a read-only view already
 		}
 		switch m.GetPropagation() {
 		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:

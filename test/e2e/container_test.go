@@ -711,3 +711,40 @@ func TestUserNamespacePod(t *testing.T) {
 	}
 	e.assertNoLeaks()
 }
+
+// recursive_read_only: a submount of the volume is read-only too, with
+// runc (its "rro") and crun (a view huskd stages).
+func TestRecursiveReadOnlyMounts(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	vol := filepath.Join(e.dir, "rro")
+	sub := filepath.Join(vol, "sub")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(sub, unix.MNT_DETACH) })
+	for _, handler := range []string{"runc", "crun"} {
+		t.Run(handler, func(t *testing.T) {
+			pod := e.podConfig("rro-" + handler)
+			podID := e.runPod(pod, handler)
+			for _, rro := range []bool{false, true} {
+				cfg := ctrConfig(fmt.Sprintf("c-%v", rro), "sleep", "3600")
+				cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/vol", HostPath: vol, Readonly: true, RecursiveReadOnly: rro}}
+				id := e.run(podID, pod, cfg)
+				want := "writable\n"
+				if rro {
+					want = "read-only\n"
+				}
+				if r := e.exec(id, 10, "sh", "-c", "touch /vol/sub/x 2>/dev/null && echo writable || echo read-only"); string(r.Stdout) != want {
+					t.Errorf("recursive_read_only=%v: submount is %q, want %q", rro, r.Stdout, want)
+				}
+			}
+			e.stopRemove(podID)
+		})
+	}
+	_ = unix.Unmount(sub, unix.MNT_DETACH) // the test's own submount
+	e.assertNoLeaks()
+}
