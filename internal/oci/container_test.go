@@ -148,3 +148,11 @@ func TestAppSpecNamespacesAndMounts(t *testing.T) {
 		t.Error("host network pod's container has a network namespace")
 	}
 }
+
+func TestAmbientCapabilities(t *testing.T) {
+	caps := capabilities(&runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{
+		AddCapabilities: []string{"NET_BIND_SERVICE"}, AddAmbientCapabilities: []string{"net_bind_service"}}}, nil)
+	if !slices.Contains(caps.Ambient, "CAP_NET_BIND_SERVICE") || !slices.Contains(caps.Inheritable, "CAP_NET_BIND_SERVICE") {
+		t.Errorf("ambient %v inheritable %v, want CAP_NET_BIND_SERVICE in both", caps.Ambient, caps.Inheritable)
+	}
+}
