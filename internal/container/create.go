@@ -347,15 +347,47 @@ func (m *Manager) mountRootfs(rec *Record, layers []string, userns *idmap) (stri
 		}
 		lower = append(lower, empty)
 	}
-	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + work
-	if len(data) >= os.Getpagesize()-1 {
-		return "", fmt.Errorf("rootfs: %d layers make overlay options longer than a page: %w", len(layers), errdefs.ErrNotImplemented)
-	}
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
-		return "", fmt.Errorf("mount rootfs overlay: %w", err)
+	if err := mountOverlay(rootfs, lower, upper, work); err != nil {
+		return "", fmt.Errorf("mount rootfs overlay (%d layers): %w", len(layers), err)
 	}
 	rec.RootfsMounted = true
 	return rootfs, nil
+}
+
+// mountOverlay mounts an overlay of lower (top-most first) at target.
+// mount(2) takes the options as one page; an image with many layers (or
+// long paths) passes that, and then the layers are given one by one
+// through the new mount API ("lowerdir+", Linux 6.8+), which has no limit.
+func mountOverlay(target string, lower []string, upper, work string) error {
+	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + work
+	if len(data) < os.Getpagesize()-1 {
+		return unix.Mount("overlay", target, "overlay", 0, data)
+	}
+	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("fsopen: %w", err)
+	}
+	defer unix.Close(fd)
+	for _, l := range lower {
+		if err := unix.FsconfigSetString(fd, "lowerdir+", l); err != nil {
+			return fmt.Errorf("overlay options longer than a page need lowerdir+ (Linux 6.8+): %w: %w", err, errdefs.ErrNotImplemented)
+		}
+	}
+	if err := unix.FsconfigSetString(fd, "upperdir", upper); err != nil {
+		return fmt.Errorf("upperdir: %w", err)
+	}
+	if err := unix.FsconfigSetString(fd, "workdir", work); err != nil {
+		return fmt.Errorf("workdir: %w", err)
+	}
+	if err := unix.FsconfigCreate(fd); err != nil {
+		return fmt.Errorf("create overlay: %w", err)
+	}
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("fsmount: %w", err)
+	}
+	defer unix.Close(mfd)
+	return unix.MoveMount(mfd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
 }
 
 // idmap is a pod's user namespace as the rootfs needs it.
