@@ -205,7 +205,13 @@ func TestExecAttachPortForward(t *testing.T) {
 
 	// Several ports and connections at once.
 	second := e.run(podID, pod, ctrConfig("web2", "sh", "-c", "mkdir -p /www && echo second > /www/index.html && exec httpd -f -p 8081 -h /www"))
-	_ = second
+	// Its server listens a moment after the container started.
+	for i := 0; i < 50; i++ {
+		if r := e.exec(second, 10, "wget", "-q", "-O", "-", "http://127.0.0.1:8081/"); r.ExitCode == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	t.Run("portforward/concurrent", func(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make(chan string, 20)
@@ -285,16 +291,25 @@ func TestExecAttachPortForward(t *testing.T) {
 
 	// A forwarded connection ends when the pod stops, instead of hanging.
 	e.run(podID, pod, ctrConfig("holder", "sh", "-c", "while true; do nc -l -p 9000 -e /bin/cat; done"))
-	time.Sleep(300 * time.Millisecond)
-	conn, stopForward := e.forwardConn(t, podID, 9000)
-	defer stopForward()
-	if _, err := conn.Write([]byte("hello\n")); err != nil {
-		t.Fatal(err)
-	}
-	echoed := make([]byte, 6)
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.ReadFull(conn, echoed); err != nil || string(echoed) != "hello\n" {
-		t.Fatalf("echo through the forwarded connection: %q, %v", echoed, err)
+	// nc listens a moment after the container started: retry until the
+	// forwarded connection echoes.
+	var conn net.Conn
+	for i := 0; ; i++ {
+		c, stopForward := e.forwardConn(t, podID, 9000)
+		echoed := make([]byte, 6)
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, werr := c.Write([]byte("hello\n"))
+		_, rerr := io.ReadFull(c, echoed)
+		if werr == nil && rerr == nil && string(echoed) == "hello\n" {
+			conn = c
+			defer stopForward()
+			break
+		}
+		stopForward()
+		if i == 20 {
+			t.Fatalf("echo through the forwarded connection: %q, %v, %v", echoed, werr, rerr)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	if _, err := e.rt.StopPodSandbox(e.ctx(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 		t.Fatal(err)
