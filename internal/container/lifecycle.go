@@ -33,11 +33,14 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// Taken before the runtime lets the process go: a process that exits
+	// at once must not seem to have finished before it started.
+	startedAt := time.Now().UnixNano()
 	if err := rt.Start(context.WithoutCancel(ctx), rec.ID); err != nil {
 		return fmt.Errorf("container %s: start: %w", rec.ID, err)
 	}
 	rec.State = StateRunning
-	rec.StartedAt = time.Now().UnixNano()
+	rec.StartedAt = startedAt
 	if err := m.persistLocked(c); err != nil {
 		return err
 	}
@@ -113,6 +116,9 @@ func (m *Manager) recordExit(c *Container, exit *mproto.Exit) {
 	rec.State = StateExited
 	rec.ExitCode = exit.Code
 	rec.FinishedAt = exit.At
+	if rec.FinishedAt < rec.StartedAt {
+		rec.FinishedAt = rec.StartedAt // clocks of two processes; never finished before started
+	}
 	switch {
 	case oomKilled(rec.CgroupsPath):
 		rec.Reason = "OOMKilled"
