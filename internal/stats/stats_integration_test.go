@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"golang.org/x/sys/unix"
 )
 
 func requireRoot(t *testing.T) {
@@ -195,22 +196,28 @@ func netnsOfAllThreads(t *testing.T) map[string]string {
 func TestReadNetworkIntegration(t *testing.T) {
 	requireRoot(t)
 	ip := ipCommand(t)
-	ns := "husk-stats-" + randomSuffix(t)
-	run := func(args ...string) {
+	// A namespace pinned in the test's own dir, not with `ip netns add`:
+	// that leaves /run/netns bind-mounted on the node for good.
+	pin := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(pin, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	run := func(name string, args ...string) {
 		t.Helper()
-		if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v: %s", name, args, err, out)
 		}
 	}
-	run("netns", "add", ns)
+	run("unshare", "--net="+pin, "true")
 	t.Cleanup(func() {
-		if out, err := exec.Command(ip, "netns", "del", ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", ns, err, out)
+		if err := unix.Unmount(pin, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount netns pin: %v", err)
 		}
 	})
-	run("-n", ns, "link", "add", "a0", "type", "veth", "peer", "name", "a1")
-	run("-n", ns, "link", "set", "a0", "up")
-	run("-n", ns, "link", "set", "a1", "up")
+	inNS := func(args ...string) { run("nsenter", append([]string{"--net=" + pin, ip}, args...)...) }
+	inNS("link", "add", "a0", "type", "veth", "peer", "name", "a1")
+	inNS("link", "set", "a0", "up")
+	inNS("link", "set", "a1", "up")
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -219,7 +226,7 @@ func TestReadNetworkIntegration(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ifs, err := ReadNetwork(filepath.Join("/run/netns", ns))
+	ifs, err := ReadNetwork(pin)
 	if err != nil {
 		t.Fatalf("ReadNetwork: %v", err)
 	}
@@ -246,7 +253,7 @@ func TestReadNetworkIntegration(t *testing.T) {
 	errs := make(chan error, 16)
 	for range 16 {
 		wg.Go(func() {
-			if _, err := ReadNetwork(filepath.Join("/run/netns", ns)); err != nil {
+			if _, err := ReadNetwork(pin); err != nil {
 				errs <- err
 			}
 		})

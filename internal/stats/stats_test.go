@@ -3,6 +3,7 @@ package stats
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -180,7 +181,7 @@ func TestReadCgroupNotExist(t *testing.T) {
 }
 
 func TestReadNetworkNotExist(t *testing.T) {
-	_, err := ReadNetwork("/run/netns/husk-stats-test-does-not-exist")
+	_, err := ReadNetwork(filepath.Join(t.TempDir(), "no-such-netns"))
 	t.Log(err)
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("ReadNetwork error = %v, want os.ErrNotExist", err)
