@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,17 +23,6 @@ type attachment struct {
 	mu   sync.Mutex // one frame at a time
 }
 
-func writeFrame(w io.Writer, kind byte, p []byte) error {
-	var hdr [5]byte
-	hdr[0] = kind
-	binary.BigEndian.PutUint32(hdr[1:], uint32(len(p)))
-	if _, err := w.Write(hdr[:]); err != nil {
-		return err
-	}
-	_, err := w.Write(p)
-	return err
-}
-
 // fanout copies a stream's output to every attached client.
 type fanout struct {
 	c    *container
@@ -51,7 +39,7 @@ func (f fanout) Write(p []byte) (int, error) {
 	for _, a := range list {
 		a.mu.Lock()
 		_ = a.conn.SetWriteDeadline(time.Now().Add(attachWriteTimeout))
-		err := writeFrame(a.conn, f.kind, p)
+		err := proto.WriteFrame(a.conn, f.kind, p)
 		a.mu.Unlock()
 		if err != nil {
 			f.c.detach(a)
@@ -103,20 +91,19 @@ func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
 	defer c.detach(a)
 
 	sentStdin := false
-	var hdr [5]byte
 	buf := make([]byte, 32<<10)
 	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		kind, n, err := proto.ReadFrameHeader(r)
+		if err != nil {
 			break
 		}
-		n := binary.BigEndian.Uint32(hdr[1:])
 		if n > uint32(len(buf)) {
 			break // not a client of ours
 		}
 		if _, err := io.ReadFull(r, buf[:n]); err != nil {
 			break
 		}
-		switch hdr[0] {
+		switch kind {
 		case proto.FrameStdin:
 			sentStdin = true
 			if c.stdin != nil {
@@ -129,9 +116,8 @@ func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
 				c.closeStdin()
 			}
 		case proto.FrameResize:
-			if c.tty && c.stdin != nil && n == 4 {
-				ws := &unix.Winsize{Col: binary.BigEndian.Uint16(buf[0:2]), Row: binary.BigEndian.Uint16(buf[2:4])}
-				_ = unix.IoctlSetWinsize(int(c.stdin.Fd()), unix.TIOCSWINSZ, ws)
+			if w, h, ok := proto.ParseResize(buf[:n]); ok && c.tty && c.stdin != nil {
+				_ = unix.IoctlSetWinsize(int(c.stdin.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: w, Row: h})
 			}
 		}
 	}

@@ -213,21 +213,6 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 			return fail(fmt.Errorf("container %s: reopen log: %w", req.ID, err))
 		}
 		return &proto.Response{}
-	case proto.OpList:
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		var out []proto.State
-		for _, c := range m.containers {
-			st := proto.State{ID: c.id, PID: c.pid}
-			select {
-			case <-c.exited:
-				e := c.exit
-				st.Exit = &e
-			default:
-			}
-			out = append(out, st)
-		}
-		return &proto.Response{States: out}
 	case proto.OpForget:
 		m.mu.Lock()
 		c := m.containers[req.ID]

@@ -2,8 +2,6 @@ package container
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/huskrt/husk/internal/ids"
 	mproto "github.com/huskrt/husk/internal/monitor/proto"
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/phase"
@@ -121,7 +120,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	res, _ := json.Marshal(cfg.GetLinux().GetResources())
 	c := &Container{config: cfg, exited: make(chan struct{})}
 	c.rec = Record{
-		ID: newID(), Name: Name(cfg, sb.Config), SandboxID: sb.ID, Config: raw,
+		ID: ids.New(), Name: Name(cfg, sb.Config), SandboxID: sb.ID, Config: raw,
 		ImageID: img.ID, ImageName: cfg.GetImage().GetImage(), Layers: img.Layers,
 		Handler: sb.Handler, State: StateCreating, CreatedAt: time.Now().UnixNano(),
 		Resources: res, StopSignal: imgCfg.Config.StopSignal,
@@ -215,16 +214,15 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		// containerd and CRI-O.
 		devices = append(hostDevices(), devices...)
 	}
-	// Host paths that do not exist are made as directories, as containerd
-	// does: the kubelet asks for them (emptyDir, hostPath DirectoryOrCreate).
-	for _, mnt := range cfg.GetMounts() {
+	for i, mnt := range cfg.GetMounts() {
+		// Host paths that do not exist are made as directories, as
+		// containerd does: the kubelet asks for them (emptyDir, hostPath
+		// DirectoryOrCreate).
 		if _, serr := os.Stat(mnt.GetHostPath()); errors.Is(serr, os.ErrNotExist) {
 			if err := os.MkdirAll(mnt.GetHostPath(), 0o755); err != nil {
-				return "", fmt.Errorf("mount host path %s: %w", mnt.GetHostPath(), err)
+				return "", fmt.Errorf("mounts[%d]: host path %s: %w", i, mnt.GetHostPath(), err)
 			}
 		}
-	}
-	for i, mnt := range cfg.GetMounts() {
 		if err := checkPropagation(mnt); err != nil {
 			return "", fmt.Errorf("mounts[%d]: %w", i, err)
 		}
@@ -257,7 +255,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err := applySeccomp(spec, cfg.GetLinux().GetSecurityContext()); err != nil {
 		return "", err
 	}
-	if err := applyAppArmor(spec, cfg.GetLinux().GetSecurityContext(), appArmorEnabled()); err != nil {
+	if err := applyAppArmor(spec, cfg.GetLinux().GetSecurityContext(), m.appArmor); err != nil {
 		return "", err
 	}
 	bundle := m.bundleDir(rec.ID)
@@ -271,7 +269,6 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
 		return "", fmt.Errorf("spec: %w", err)
 	}
-
 	timer.Mark("spec")
 	mon, err := m.monitorFor(ctx, sb.ID)
 	if err != nil {
@@ -539,12 +536,4 @@ func hostDevices() []specs.LinuxDevice {
 		return nil
 	})
 	return out
-}
-
-func newID() string {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b[:])
 }

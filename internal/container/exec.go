@@ -47,74 +47,51 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 }
 
 // ExecSync runs cmd in a running container and returns its output and
-// exit code. A timeout (0: none) kills the process.
+// exit code: Exec with capped buffers. A timeout (0: none) kills the
+// process and is DeadlineExceeded.
 func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, code int32, err error) {
-	if len(cmd) == 0 {
-		return nil, nil, 0, fmt.Errorf("exec: cmd is empty: %w", errdefs.ErrInvalidArgument)
+	execCtx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		execCtx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
+	outBuf := &cappedBuffer{max: MaxExecOutput}
+	errBuf := &cappedBuffer{max: MaxExecOutput}
+	err = m.Exec(execCtx, id, cmd, nil, outBuf, errBuf, false, nil)
+	var exit *ExitError
+	switch {
+	case errors.As(err, &exit):
+		code = int32(exit.Code)
+	case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), 0, fmt.Errorf("exec %q timed out after %s: %w", strings.Join(cmd, " "), timeout, err)
+	case err != nil:
+		return nil, nil, 0, err
+	}
+	if outBuf.overflow || errBuf.overflow {
+		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), 0, fmt.Errorf("container %s: exec %q: %w", id, strings.Join(cmd, " "), ErrOutputTooLarge)
+	}
+	return outBuf.buf.Bytes(), errBuf.buf.Bytes(), code, nil
+}
+
+// Running returns nil when the container runs, else why not: the check
+// before a streaming URL is handed out.
+func (m *Manager) Running(id string) error {
+	_, _, err := m.running(id)
+	return err
+}
+
+// running finds a container that must be running for what is asked.
+func (m *Manager) running(id string) (*Container, *Record, error) {
 	c, err := m.get(id)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
 	v := c.view()
 	if v.State != StateRunning {
-		return nil, nil, 0, fmt.Errorf("container %s is not running: %w", v.ID, errdefs.ErrFailedPrecondition)
+		return nil, nil, fmt.Errorf("container %s is not running: %w", v.ID, errdefs.ErrFailedPrecondition)
 	}
-	rt, err := m.runtimeFor(v.Handler)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	dir, err := os.MkdirTemp(m.bundleDir(v.ID), "exec-")
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("container %s: exec: %w", v.ID, err)
-	}
-	defer os.RemoveAll(dir)
-	pidFile := filepath.Join(dir, "pid")
-	procFile, err := m.writeExecProcess(v.ID, dir, cmd, false)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	ex := rt.ExecCommand(v.ID, pidFile, procFile)
-	outBuf := &cappedBuffer{max: MaxExecOutput}
-	errBuf := &cappedBuffer{max: MaxExecOutput}
-	ex.Stdout, ex.Stderr = outBuf, errBuf
-	if err := ex.Start(); err != nil {
-		return nil, nil, 0, fmt.Errorf("container %s: exec: %w", v.ID, err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- ex.Wait() }()
-	var timer <-chan time.Time
-	if timeout > 0 {
-		timer = time.After(timeout)
-	}
-	var werr error
-	select {
-	case werr = <-done:
-	case <-timer:
-		killExec(pidFile, ex)
-		<-done
-		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), 0,
-			fmt.Errorf("container %s: exec %q timed out after %s: %w", v.ID, strings.Join(cmd, " "), timeout, context.DeadlineExceeded)
-	case <-ctx.Done():
-		killExec(pidFile, ex)
-		<-done
-		return nil, nil, 0, fmt.Errorf("container %s: exec: %w", v.ID, ctx.Err())
-	}
-	if outBuf.overflow || errBuf.overflow {
-		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), 0, fmt.Errorf("container %s: exec %q: %w", v.ID, strings.Join(cmd, " "), ErrOutputTooLarge)
-	}
-	var exitErr *exec.ExitError
-	switch {
-	case werr == nil:
-		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), 0, nil
-	case errors.As(werr, &exitErr):
-		code := int32(exitErr.ExitCode())
-		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			code = 128 + int32(ws.Signal())
-		}
-		return outBuf.buf.Bytes(), errBuf.buf.Bytes(), code, nil
-	}
-	return nil, nil, 0, fmt.Errorf("container %s: exec: %w", v.ID, werr)
+	return c, v, nil
 }
 
 // killExec kills the exec'd process (its PID from the runtime's pid file)
@@ -132,13 +109,9 @@ func killExec(pidFile string, ex *exec.Cmd) {
 
 // Reopen reopens a running container's log (after the kubelet rotated it).
 func (m *Manager) Reopen(ctx context.Context, id string) error {
-	c, err := m.get(id)
+	_, v, err := m.running(id)
 	if err != nil {
 		return err
-	}
-	v := c.view()
-	if v.State != StateRunning {
-		return fmt.Errorf("container %s is not running: %w", v.ID, errdefs.ErrFailedPrecondition)
 	}
 	if err := m.monitorClient(v.SandboxID).Reopen(ctx, v.ID); err != nil {
 		return fmt.Errorf("container %s: reopen log: %w", v.ID, err)
@@ -221,8 +194,6 @@ func mergeResources(cur, r *runtimeapi.LinuxContainerResources) {
 		cur.MemorySwapLimitInBytes = r.MemorySwapLimitInBytes
 	}
 }
-
-func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
 
 // writeExecProcess writes the process of an exec: the container's own
 // process (user, groups, env, cwd, capabilities, no_new_privs, rlimits)

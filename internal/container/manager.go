@@ -38,6 +38,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/huskrt/husk/internal/ids"
 	"github.com/huskrt/husk/internal/image"
 	"github.com/huskrt/husk/internal/monitor"
 	"github.com/huskrt/husk/internal/oci"
@@ -168,8 +169,10 @@ type Manager struct {
 	byName map[string]*Container
 	// monitorStart serialises starting a sandbox's monitor.
 	monitorStart sync.Mutex
-	// allCaps is huskd's own bounding set: what privileged containers get.
-	allCaps []string
+	// allCaps is huskd's own bounding set: what privileged containers get;
+	// appArmor whether the kernel has AppArmor. Both are read once.
+	allCaps  []string
+	appArmor bool
 }
 
 // New makes the directories. Call Recover before serving.
@@ -183,7 +186,7 @@ func New(opts Options) (*Manager, error) {
 		}
 	}
 	return &Manager{opts: opts, log: opts.Logger, byID: map[string]*Container{}, byName: map[string]*Container{},
-		allCaps: oci.CapabilitiesFromMask(boundingSet())}, nil
+		allCaps: oci.CapabilitiesFromMask(boundingSet()), appArmor: appArmorEnabled()}, nil
 }
 
 // boundingSet reads this process's capability bounding set.
@@ -229,27 +232,9 @@ func (m *Manager) runtimeFor(handler string) (*ociruntime.Runtime, error) {
 
 // get finds a container by full ID or unique ID prefix.
 func (m *Manager) get(id string) (*Container, error) {
-	if id == "" {
-		return nil, fmt.Errorf("container id is empty: %w", errdefs.ErrInvalidArgument)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c, ok := m.byID[id]; ok {
-		return c, nil
-	}
-	var found *Container
-	for full, c := range m.byID {
-		if strings.HasPrefix(full, id) {
-			if found != nil {
-				return nil, fmt.Errorf("container id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = c
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return ids.Find(m.byID, id, "container")
 }
 
 func (m *Manager) all() []*Container {
@@ -317,7 +302,7 @@ func (m *Manager) Known(id string) bool {
 	return ok
 }
 
-// decodeConfig reads a record's CRI config back.
+// decodeResources reads a record's resources back.
 func decodeResources(b []byte) *runtimeapi.LinuxContainerResources {
 	if len(b) == 0 {
 		return nil
@@ -344,5 +329,3 @@ func (m *Manager) monitorFor(ctx context.Context, sandboxID string) (*monitor.Cl
 	}
 	return c, nil
 }
-
-func timestamp() int64 { return time.Now().UnixNano() }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -40,7 +41,7 @@ func (m *Manager) stats(c *Container) *runtimeapi.ContainerStats {
 	upper := filepath.Join(m.rootDir(v.ID), "upper")
 	if bytes, inodes, err := usage(upper); err == nil {
 		out.WritableLayer = &runtimeapi.FilesystemUsage{
-			Timestamp: timestamp(), FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: m.opts.RootDir},
+			Timestamp: time.Now().UnixNano(), FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: m.opts.RootDir},
 			UsedBytes: &runtimeapi.UInt64Value{Value: bytes}, InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
 		}
 	}

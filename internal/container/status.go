@@ -3,6 +3,7 @@ package container
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 
@@ -80,7 +81,7 @@ func groups(v *Record) []int64 {
 }
 
 func readSpec(bundle string) (json.RawMessage, error) {
-	b, err := readFile(bundle + "/config.json")
+	b, err := os.ReadFile(bundle + "/config.json")
 	if err != nil {
 		return nil, err
 	}

@@ -33,13 +33,9 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	if len(cmd) == 0 {
 		return fmt.Errorf("exec: cmd is empty: %w", errdefs.ErrInvalidArgument)
 	}
-	c, err := m.get(id)
+	_, v, err := m.running(id)
 	if err != nil {
 		return err
-	}
-	v := c.view()
-	if v.State != StateRunning {
-		return fmt.Errorf("container %s is not running: %w", v.ID, errdefs.ErrFailedPrecondition)
 	}
 	rt, err := m.runtimeFor(v.Handler)
 	if err != nil {
@@ -176,13 +172,9 @@ func openPty() (master, slave *os.File, err error) {
 // pod's monitor. Detaching never stops the container; several clients
 // may attach at once.
 func (m *Manager) Attach(ctx context.Context, id string, in io.Reader, out, errw io.Writer, tty bool, resize <-chan TerminalSize) error {
-	c, err := m.get(id)
+	c, v, err := m.running(id)
 	if err != nil {
 		return err
-	}
-	v := c.view()
-	if v.State != StateRunning {
-		return fmt.Errorf("container %s is not running: %w", v.ID, errdefs.ErrFailedPrecondition)
 	}
 	if !c.config.GetStdin() {
 		in = nil

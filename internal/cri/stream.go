@@ -163,7 +163,7 @@ func writer(w io.WriteCloser) io.Writer {
 }
 
 func (s *RuntimeServer) Exec(_ context.Context, req *runtimeapi.ExecRequest) (*runtimeapi.ExecResponse, error) {
-	if err := s.runningContainer(req.GetContainerId()); err != nil {
+	if err := s.opts.Containers.Running(req.GetContainerId()); err != nil {
 		return nil, toStatus(err)
 	}
 	resp, err := s.opts.Stream.srv.GetExec(req)
@@ -174,7 +174,7 @@ func (s *RuntimeServer) Exec(_ context.Context, req *runtimeapi.ExecRequest) (*r
 }
 
 func (s *RuntimeServer) Attach(_ context.Context, req *runtimeapi.AttachRequest) (*runtimeapi.AttachResponse, error) {
-	if err := s.runningContainer(req.GetContainerId()); err != nil {
+	if err := s.opts.Containers.Running(req.GetContainerId()); err != nil {
 		return nil, toStatus(err)
 	}
 	resp, err := s.opts.Stream.srv.GetAttach(req)
@@ -197,15 +197,4 @@ func (s *RuntimeServer) PortForward(_ context.Context, req *runtimeapi.PortForwa
 		return nil, toStatus(fmt.Errorf("port-forward: %v: %w", err, errdefs.ErrInvalidArgument))
 	}
 	return resp, nil
-}
-
-func (s *RuntimeServer) runningContainer(id string) error {
-	st, _, err := s.opts.Containers.Status(id, false)
-	if err != nil {
-		return err
-	}
-	if st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
-		return fmt.Errorf("container %s is not running (%s): %w", st.Id, st.State, errdefs.ErrFailedPrecondition)
-	}
-	return nil
 }

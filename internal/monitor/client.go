@@ -5,7 +5,6 @@ package monitor
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -145,15 +144,6 @@ func (c *Client) Reopen(ctx context.Context, id string) error {
 	return err
 }
 
-// List returns the containers the monitor knows.
-func (c *Client) List(ctx context.Context) ([]proto.State, error) {
-	resp, err := c.call(ctx, &proto.Request{Op: proto.OpList})
-	if err != nil {
-		return nil, err
-	}
-	return resp.States, nil
-}
-
 // Forget drops an exited container from the monitor.
 func (c *Client) Forget(ctx context.Context, id string) error {
 	_, err := c.call(ctx, &proto.Request{Op: proto.OpForget, ID: id})
@@ -218,14 +208,7 @@ func (c *Client) Attach(ctx context.Context, id string, in io.Reader, out, errOu
 	send := func(kind byte, p []byte) error {
 		wmu.Lock()
 		defer wmu.Unlock()
-		var hdr [5]byte
-		hdr[0] = kind
-		binary.BigEndian.PutUint32(hdr[1:], uint32(len(p)))
-		if _, err := conn.Write(hdr[:]); err != nil {
-			return err
-		}
-		_, err := conn.Write(p)
-		return err
+		return proto.WriteFrame(conn, kind, p)
 	}
 	if in != nil {
 		go func() {
@@ -245,27 +228,23 @@ func (c *Client) Attach(ctx context.Context, id string, in io.Reader, out, errOu
 	if resize != nil {
 		go func() {
 			for s := range resize {
-				var p [4]byte
-				binary.BigEndian.PutUint16(p[0:2], s[0])
-				binary.BigEndian.PutUint16(p[2:4], s[1])
-				if send(proto.FrameResize, p[:]) != nil {
+				if send(proto.FrameResize, proto.Resize(s[0], s[1])) != nil {
 					return
 				}
 			}
 		}()
 	}
 	r := io.MultiReader(dec.Buffered(), conn)
-	var hdr [5]byte
 	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		kind, n, err := proto.ReadFrameHeader(r)
+		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return nil // the container's output ended
 		}
-		n := binary.BigEndian.Uint32(hdr[1:])
 		w := out
-		if hdr[0] == proto.FrameStderr {
+		if kind == proto.FrameStderr {
 			w = errOut
 		}
 		if w == nil {

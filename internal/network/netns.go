@@ -23,16 +23,10 @@ import (
 // locked, so the Go runtime discards the thread instead of reusing one that
 // sits in the pod's namespace.
 func (m *Manager) CreateNetns(id string) (string, error) {
-	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
-		return "", fmt.Errorf("netns for %q: not a usable name", id)
-	}
-	pin := filepath.Join(m.opts.NetnsDir, id)
-	f, err := os.OpenFile(pin, os.O_CREATE|os.O_EXCL|os.O_RDONLY, 0o444)
+	pin, err := m.newPin(id)
 	if err != nil {
-		return "", fmt.Errorf("netns for %s: create pin: %w", id, err)
+		return "", err
 	}
-	f.Close()
-
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -53,18 +47,13 @@ func (m *Manager) CreateNetns(id string) (string, error) {
 		errc <- nil
 	}()
 	if err := <-errc; err != nil {
-		_ = unix.Unmount(pin, unix.MNT_DETACH)
-		_ = os.Remove(pin)
-		return "", fmt.Errorf("netns for %s: %w", id, err)
+		return "", undoPin(pin, fmt.Errorf("netns for %s: %w", id, err))
 	}
 	return pin, nil
 }
 
-// PinNetns pins the network namespace of process pid for sandbox id and
-// brings its loopback up. It is for namespaces a pod's infra created
-// itself: a pod with its own user namespace needs a network namespace
-// owned by that user namespace, or its containers could not join it.
-func (m *Manager) PinNetns(id string, pid int) (string, error) {
+// newPin makes the empty file a namespace of sandbox id is bound on.
+func (m *Manager) newPin(id string) (string, error) {
 	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
 		return "", fmt.Errorf("netns for %q: not a usable name", id)
 	}
@@ -73,11 +62,27 @@ func (m *Manager) PinNetns(id string, pid int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("netns for %s: create pin: %w", id, err)
 	}
-	f.Close()
+	return pin, f.Close()
+}
+
+// undoPin removes what a failed pinning left, and returns err.
+func undoPin(pin string, err error) error {
+	_ = unix.Unmount(pin, unix.MNT_DETACH)
+	_ = os.Remove(pin)
+	return err
+}
+
+// PinNetns pins the network namespace of process pid for sandbox id and
+// brings its loopback up. It is for namespaces a pod's infra created
+// itself: a pod with its own user namespace needs a network namespace
+// owned by that user namespace, or its containers could not join it.
+func (m *Manager) PinNetns(id string, pid int) (string, error) {
+	pin, err := m.newPin(id)
+	if err != nil {
+		return "", err
+	}
 	fail := func(err error) (string, error) {
-		_ = unix.Unmount(pin, unix.MNT_DETACH)
-		_ = os.Remove(pin)
-		return "", fmt.Errorf("netns for %s: %w", id, err)
+		return "", undoPin(pin, fmt.Errorf("netns for %s: %w", id, err))
 	}
 	if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/net", pid), pin, "", unix.MS_BIND, ""); err != nil {
 		return fail(fmt.Errorf("bind mount: %w", err))

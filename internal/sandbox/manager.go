@@ -33,7 +33,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +40,7 @@ import (
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/huskrt/husk/internal/ids"
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/store"
@@ -247,27 +247,9 @@ func (m *Manager) runtimeFor(handler string) (*ociruntime.Runtime, string, error
 
 // get finds a sandbox by full ID or unique ID prefix, as crictl users type.
 func (m *Manager) get(id string) (*Sandbox, error) {
-	if id == "" {
-		return nil, fmt.Errorf("pod sandbox id is empty: %w", errdefs.ErrInvalidArgument)
-	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if sb, ok := m.byID[id]; ok {
-		return sb, nil
-	}
-	var found *Sandbox
-	for full, sb := range m.byID {
-		if strings.HasPrefix(full, id) {
-			if found != nil {
-				return nil, fmt.Errorf("pod sandbox id prefix %q is ambiguous: %w", id, errdefs.ErrInvalidArgument)
-			}
-			found = sb
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
-	}
-	return found, nil
+	return ids.Find(m.byID, id, "pod sandbox")
 }
 
 // sandboxes returns a snapshot of the index.

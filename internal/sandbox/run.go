@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/huskrt/husk/internal/ids"
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
@@ -60,7 +60,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 		if holder == nil {
 			sb := &Sandbox{config: cfg, done: make(chan struct{})}
 			sb.rec = Record{
-				ID: newID(), Name: name, ConfigHash: hash, Config: raw, Handler: handler,
+				ID: ids.New(), Name: name, ConfigHash: hash, Config: raw, Handler: handler,
 				State: StateCreating, CreatedAt: time.Now().UnixNano(),
 			}
 			// sb is new: nobody else can hold its lock, so taking it
@@ -357,12 +357,4 @@ func (m *Manager) infraExited(sb *Sandbox) {
 	}
 	log.Warn("infra process exited: sandbox NOTREADY", "pid", sb.rec.InfraPID)
 	m.emit(sb.rec.ID, EventStopped)
-}
-
-func newID() string {
-	var b [32]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err)) // never fails on Linux
-	}
-	return hex.EncodeToString(b[:])
 }

@@ -12,7 +12,6 @@ const (
 	OpCreate   = "create"   // create a container through the runtime; answers its PID
 	OpWait     = "wait"     // answers once the container exited and its exit is recorded
 	OpReopen   = "reopen"   // reopen the container's log file
-	OpList     = "list"     // the containers the monitor knows
 	OpForget   = "forget"   // drop an exited container
 	OpShutdown = "shutdown" // exit, when no container runs
 	// OpAttach turns the connection, after the answer, into the
@@ -66,17 +65,9 @@ type Exit struct {
 	At int64 `json:"at"`
 }
 
-// State is one container the monitor knows.
-type State struct {
-	ID   string `json:"id"`
-	PID  int    `json:"pid"`
-	Exit *Exit  `json:"exit,omitempty"`
-}
-
 // Response answers a Request; Error is set when it failed.
 type Response struct {
-	Error  string  `json:"error,omitempty"`
-	PID    int     `json:"pid,omitempty"`
-	Exit   *Exit   `json:"exit,omitempty"`
-	States []State `json:"states,omitempty"`
+	Error string `json:"error,omitempty"`
+	PID   int    `json:"pid,omitempty"`
+	Exit  *Exit  `json:"exit,omitempty"`
 }
