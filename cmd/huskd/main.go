@@ -113,6 +113,10 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 
 func serve(cfg *config.Config, stderr io.Writer) error {
 	log := newLogger(cfg.LogLevel, stderr)
+	// From here on SIGTERM means a clean stop, also before the socket
+	// serves: a supervisor may stop huskd at any moment.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	// Infra processes are reparented to huskd when their runtime exits, so
 	// huskd reaps them (through their pidfds) even where PID 1 does not.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -268,8 +272,6 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 	defer close(stopReaper)
 	go reapOrphans(log, 2*time.Second, stopReaper)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
