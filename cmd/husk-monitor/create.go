@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/huskrt/husk/internal/atomicfile"
 	"github.com/huskrt/husk/internal/crilog"
 	"github.com/huskrt/husk/internal/monitor/proto"
 )
@@ -24,49 +24,59 @@ import (
 // to be copied: a process the container left behind may hold the pipes.
 const drainTimeout = 2 * time.Second
 
-// create runs the runtime's create command with the container's stdio
-// wired to pipes (or a terminal) this process reads, then follows the
-// container's init until it exits.
+// create has the runtime create a container whose stdio are pipes (or a
+// terminal) this process reads, then follows the container's init until
+// it exits. Until the runtime reports the init's PID a failure undoes
+// everything here (huskd deletes what the runtime made); after it nothing
+// can fail: the container exists and only its exit is left to record.
 func (m *monitor) create(cr *proto.Create) (int, error) {
-	if cr == nil || cr.ID == "" || cr.Bundle == "" || cr.LogPath == "" || cr.ExitFile == "" {
-		return 0, fmt.Errorf("create: incomplete request")
+	if err := m.checkCreate(cr); err != nil {
+		return 0, err
 	}
-	m.mu.Lock()
-	if _, ok := m.containers[cr.ID]; ok {
-		m.mu.Unlock()
-		return 0, fmt.Errorf("container %s: already created", cr.ID)
-	}
-	m.mu.Unlock()
-
 	logf, err := crilog.Open(cr.LogPath)
 	if err != nil {
 		return 0, fmt.Errorf("container %s: open log: %w", cr.ID, err)
 	}
-	var (
-		closeAfterStart []*os.File // the child's ends
-		readers         []*os.File // ours: copied into the log
-		stdinW          *os.File
-		console         *consoleSocket
-	)
-	fail := func(err error) (int, error) {
-		for _, f := range append(closeAfterStart, readers...) {
-			f.Close()
-		}
-		if stdinW != nil {
-			stdinW.Close()
-		}
-		if console != nil {
-			console.close()
-		}
+	cio, err := m.openStdio(cr)
+	if err != nil {
 		logf.Close()
 		return 0, fmt.Errorf("container %s: %w", cr.ID, err)
 	}
-	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	initPID, err := m.runtimeCreate(cr, cio)
 	if err != nil {
-		return fail(err)
+		cio.close()
+		logf.Close()
+		return 0, fmt.Errorf("container %s: %w", cr.ID, err)
 	}
-	closeAfterStart = append(closeAfterStart, devNull)
-	stdio := []uintptr{devNull.Fd(), devNull.Fd(), devNull.Fd()}
+	// An init that exited already was kept in m.unclaimed by the reaper:
+	// its status cannot be lost.
+	initStatus := m.waitFor(initPID)
+	c := &container{id: cr.ID, pid: initPID, exitFile: cr.ExitFile, log: logf, stdin: cio.stdin, tty: cr.Tty,
+		stdinOnce: cr.StdinOnce, exited: make(chan struct{}), attached: map[*attachment]struct{}{}}
+	copying := c.copyOutput(cio.readers, cio.master)
+	m.mu.Lock()
+	m.containers[cr.ID] = c
+	m.mu.Unlock()
+	go c.recordExit(initStatus, copying)
+	return initPID, nil
+}
+
+// checkCreate refuses an incomplete request and a second create of one ID.
+func (m *monitor) checkCreate(cr *proto.Create) error {
+	if cr == nil || cr.ID == "" || cr.Bundle == "" || cr.LogPath == "" || cr.ExitFile == "" {
+		return fmt.Errorf("create: incomplete request")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.containers[cr.ID]; ok {
+		return fmt.Errorf("container %s: already created", cr.ID)
+	}
+	return nil
+}
+
+// runtimeCreate runs `runtime create` with the container's stdio and
+// returns the PID of the container's init.
+func (m *monitor) runtimeCreate(cr *proto.Create, cio *containerIO) (int, error) {
 	runtimeLog := filepath.Join(cr.Bundle, "runtime.log")
 	pidFile := filepath.Join(cr.Bundle, "init.pid")
 	args := []string{cr.Runtime, "--root", cr.RuntimeRoot, "--log=" + runtimeLog, "--log-format=json"}
@@ -74,83 +84,50 @@ func (m *monitor) create(cr *proto.Create) (int, error) {
 		args = append(args, "--systemd-cgroup")
 	}
 	args = append(args, "create", "--bundle", cr.Bundle, "--pid-file", pidFile)
-	if cr.Tty {
-		// In the monitor's short dir: socket paths are limited to 108 bytes.
-		short := cr.ID
-		if len(short) > 16 {
-			short = short[:16]
-		}
-		console, err = listenConsole(filepath.Join(m.dir, "tty-"+short+".sock"))
-		if err != nil {
-			return fail(err)
-		}
-		args = append(args, "--console-socket", console.path)
-	} else {
-		outR, outW, err := os.Pipe()
-		if err != nil {
-			return fail(err)
-		}
-		errR, errW, err := os.Pipe()
-		if err != nil {
-			outR.Close()
-			outW.Close()
-			return fail(err)
-		}
-		readers = append(readers, outR, errR)
-		closeAfterStart = append(closeAfterStart, outW, errW)
-		stdio[1], stdio[2] = outW.Fd(), errW.Fd()
-	}
-	if cr.Stdin && !cr.Tty {
-		inR, inW, err := os.Pipe()
-		if err != nil {
-			return fail(err)
-		}
-		stdinW = inW
-		closeAfterStart = append(closeAfterStart, inR)
-		stdio[0] = inR.Fd()
+	if cio.console != nil {
+		args = append(args, "--console-socket", cio.console.path)
 	}
 	args = append(args, cr.ID)
-
 	pid, err := syscall.ForkExec(cr.Runtime, args, &syscall.ProcAttr{
 		Dir:   cr.Bundle,
 		Env:   []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-		Files: stdio,
+		Files: cio.stdio[:],
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {
-		return fail(fmt.Errorf("start runtime %s: %w", cr.Runtime, err))
+		return 0, fmt.Errorf("start runtime %s: %w", cr.Runtime, err)
 	}
 	status := m.waitFor(pid)
-	for _, f := range closeAfterStart {
-		f.Close()
-	}
-	closeAfterStart = nil
-	var master *os.File
-	if console != nil {
+	// Must happen whatever follows: while this process holds the child's
+	// ends, the log copy never sees the container close its output.
+	cio.closeChild()
+	if cio.console != nil {
 		// The runtime sends the terminal's master before it exits.
-		master, err = console.receive(30 * time.Second)
+		master, err := cio.console.receive(30 * time.Second)
 		if err != nil {
 			<-status
-			return fail(fmt.Errorf("receive terminal: %w", err))
+			return 0, fmt.Errorf("receive terminal: %w", err)
 		}
-		readers = append(readers, master)
-		stdinW = master
+		cio.useMaster(master)
 	}
 	if ws := <-status; !ws.Exited() || ws.ExitStatus() != 0 {
-		return fail(fmt.Errorf("runtime create failed (%s): %s", describe(ws), runtimeError(runtimeLog)))
+		return 0, fmt.Errorf("runtime create failed (%s): %s", describe(ws), runtimeError(runtimeLog))
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
-		return fail(fmt.Errorf("read pid file: %w", err))
+		return 0, fmt.Errorf("read pid file: %w", err)
 	}
 	initPID, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || initPID <= 0 {
-		return fail(fmt.Errorf("bad pid file %q", b))
+		return 0, fmt.Errorf("bad pid file %q", b)
 	}
-	initStatus := m.waitFor(initPID)
+	return initPID, nil
+}
 
-	c := &container{id: cr.ID, pid: initPID, exitFile: cr.ExitFile, log: logf, stdin: stdinW, tty: cr.Tty,
-		stdinOnce: cr.StdinOnce, exited: make(chan struct{}), attached: map[*attachment]struct{}{}}
+// copyOutput copies each reader (stdout then stderr, or the terminal's
+// master alone) into the log and to attached clients. The WaitGroup is
+// done when every reader reached its end.
+func (c *container) copyOutput(readers []*os.File, master *os.File) *sync.WaitGroup {
 	var copying sync.WaitGroup
 	for i, r := range readers {
 		stream, kind := crilog.Stdout, proto.FrameStdout
@@ -158,40 +135,46 @@ func (m *monitor) create(cr *proto.Create) (int, error) {
 			stream, kind = crilog.Stderr, proto.FrameStderr
 		}
 		copying.Add(1)
-		go func(stream string, kind byte, r *os.File) {
+		go func() {
 			defer copying.Done()
-			_ = logf.Copy(stream, io.TeeReader(r, fanout{c, kind}))
+			// A failed log write ends this copy, never the container:
+			// the pipe then fills and the writer blocks, as with a
+			// full disk under any runtime.
+			_ = c.log.Copy(stream, io.TeeReader(r, fanout{c, kind}))
 			if r != master {
-				r.Close()
+				r.Close() // the master stays: it is the terminal's input too
 			}
-		}(stream, kind, r)
+		}()
 	}
-	m.mu.Lock()
-	m.containers[cr.ID] = c
-	m.mu.Unlock()
+	return &copying
+}
 
-	go func() {
-		ws := <-initStatus
-		exit := proto.Exit{At: time.Now().UnixNano()}
-		if ws.Signaled() {
-			exit.Code, exit.Signaled = 128+int32(ws.Signal()), true
-		} else {
-			exit.Code = int32(ws.ExitStatus())
-		}
-		drained := make(chan struct{})
-		go func() { copying.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(drainTimeout):
-		}
-		c.closeAttachments()
-		if err := writeExit(cr.ExitFile, &exit); err != nil {
-			fmt.Fprintf(os.Stderr, "husk-monitor: container %s: record exit: %v\n", cr.ID, err)
-		}
-		c.exit = exit
-		close(c.exited)
-	}()
-	return initPID, nil
+// recordExit waits for the container's init, lets its output drain, ends
+// the attached clients and records the exit before anyone is told.
+func (c *container) recordExit(initStatus <-chan unix.WaitStatus, copying *sync.WaitGroup) {
+	ws := <-initStatus
+	exit := proto.Exit{At: time.Now().UnixNano()}
+	if ws.Signaled() {
+		exit.Code, exit.Signaled = 128+int32(ws.Signal()), true
+	} else {
+		exit.Code = int32(ws.ExitStatus())
+	}
+	drained := make(chan struct{})
+	go func() { copying.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		// A process the container left behind holds the pipes: the
+		// exit must not wait for it.
+	}
+	c.closeAttachments()
+	// Must not fail, and cannot be retried: without the file, a huskd
+	// restarted later has no exit code. Say so; waiters still get it.
+	if err := writeExit(c.exitFile, &exit); err != nil {
+		fmt.Fprintf(os.Stderr, "husk-monitor: container %s: record exit: %v\n", c.id, err)
+	}
+	c.exit = exit
+	close(c.exited) // publishes c.exit to every wait
 }
 
 // writeExit records an exit so that it survives a crash of the monitor,
@@ -201,30 +184,7 @@ func writeExit(path string, e *proto.Exit) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 func describe(ws unix.WaitStatus) string {
@@ -261,51 +221,4 @@ func runtimeError(path string) string {
 		return "no error output"
 	}
 	return strings.Join(msgs, "; ")
-}
-
-// consoleSocket receives a terminal's master from the runtime
-// (--console-socket), as a file descriptor in an SCM_RIGHTS message.
-type consoleSocket struct {
-	path string
-	l    *net.UnixListener
-}
-
-func listenConsole(path string) (*consoleSocket, error) {
-	_ = os.Remove(path)
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		return nil, fmt.Errorf("console socket: %w", err)
-	}
-	return &consoleSocket{path: path, l: l}, nil
-}
-
-func (c *consoleSocket) close() {
-	c.l.Close()
-	_ = os.Remove(c.path)
-}
-
-func (c *consoleSocket) receive(timeout time.Duration) (*os.File, error) {
-	defer c.close()
-	_ = c.l.SetDeadline(time.Now().Add(timeout))
-	conn, err := c.l.AcceptUnix()
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4))
-	_ = conn.SetReadDeadline(time.Now().Add(timeout))
-	_, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
-	if err != nil {
-		return nil, err
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("no terminal in the console socket message")
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return nil, fmt.Errorf("no terminal in the console socket message")
-	}
-	return os.NewFile(uintptr(fds[0]), "pty-master"), nil
 }

@@ -37,8 +37,9 @@ func TestWriteExitIsReadBack(t *testing.T) {
 	if err != nil || !ok || got != want {
 		t.Errorf("ReadExit = %+v, %v, %v; want %+v", got, ok, err, want)
 	}
-	if _, err := os.Stat(p + ".tmp"); !os.IsNotExist(err) {
-		t.Error("temporary file left")
+	ents, err := os.ReadDir(filepath.Dir(p))
+	if err != nil || len(ents) != 1 {
+		t.Errorf("files beside the exit file: %v, %v; want only it", ents, err)
 	}
 	if _, ok, _ := monclient.ReadExit(filepath.Join(t.TempDir(), "none")); ok {
 		t.Error("ReadExit of a missing file says ok")

@@ -88,9 +88,10 @@ func TestPauseDependencies(t *testing.T) {
 }
 
 // husk-monitor runs once per pod too: the standard library, x/sys, and of
-// husk only the wire format and the CRI log writer.
+// husk only the wire format, the CRI log writer and the atomic file writer.
 func TestMonitorDependencies(t *testing.T) {
-	allowed := map[string]bool{module + "internal/monitor/proto": true, module + "internal/crilog": true}
+	allowed := map[string]bool{module + "internal/monitor/proto": true, module + "internal/crilog": true,
+		module + "internal/atomicfile": true}
 	for _, p := range listPackages(t) {
 		if p.ImportPath != module+"cmd/husk-monitor" {
 			continue
