@@ -21,6 +21,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/huskrt/husk/internal/atomicfile"
 )
 
 // IfName is the pod's interface.
@@ -457,22 +459,7 @@ func WriteDefaultConfig(confDir string, n DefaultNetwork) (string, bool, error) 
 		return "", false, err
 	}
 	path := filepath.Join(confDir, "10-"+n.Name+".conflist")
-	tmp, err := os.CreateTemp(confDir, ".husk-default-*")
-	if err != nil {
-		return "", false, fmt.Errorf("default network: %w", err)
-	}
-	_, err = tmp.Write(append(b, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return "", false, fmt.Errorf("default network: %w", err)
 	}
 	return path, true, nil

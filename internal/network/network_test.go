@@ -30,6 +30,12 @@ func TestWriteDefaultConfig(t *testing.T) {
 	if strings.Join(types, ",") != "bridge,portmap" || list.Name != "husk" {
 		t.Errorf("plugins %v name %q", types, list.Name)
 	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("conf dir holds %v, want only %s", ents, filepath.Base(p))
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("config mode: %v, %v; want 0644", fi, err)
+	}
 	b, _ := os.ReadFile(p)
 	for _, want := range []string{`"husk0"`, `"10.88.0.0/16"`, `"host-local"`, `"portMappings": true`} {
 		if !strings.Contains(string(b), want) {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/huskrt/husk/internal/atomicfile"
 	"github.com/huskrt/husk/internal/oci"
 )
 
@@ -114,31 +115,33 @@ func prepareInfraRootfs(stateDir, pauseBinary string) (string, error) {
 			return "", fmt.Errorf("infra rootfs: %w", err)
 		}
 	}
+	// Every infra sees this root: no half copy a crash left may stay.
+	if _, err := atomicfile.RemoveTemps(rootfs); err != nil {
+		return "", fmt.Errorf("infra rootfs: %w", err)
+	}
 	dst := filepath.Join(rootfs, strings.TrimPrefix(oci.InfraPath, "/"))
 	if sameFile(src, dst) {
 		return rootfs, nil
 	}
-	tmp, err := os.CreateTemp(rootfs, ".pause-*")
-	if err != nil {
-		return "", fmt.Errorf("infra rootfs: %w", err)
-	}
-	_, err = io.Copy(tmp, src)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o755)
-	}
-	if err == nil {
-		// Renaming over the old binary is safe for running infra
-		// processes: they keep the old inode.
-		err = os.Rename(tmp.Name(), dst)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	// Replacing the old binary is safe for running infra processes: they
+	// keep the old inode.
+	if err := installFile(dst, src, 0o755); err != nil {
 		return "", fmt.Errorf("infra rootfs: install pause: %w", err)
 	}
 	return rootfs, nil
+}
+
+// installFile replaces dst with r's content.
+func installFile(dst string, r io.Reader, perm os.FileMode) error {
+	f, err := atomicfile.Create(dst, perm)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := io.Copy(f, r); err != nil {
+		return err
+	}
+	return f.Commit()
 }
 
 // sameFile reports whether dst already has src's content.

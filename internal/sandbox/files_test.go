@@ -3,6 +3,7 @@ package sandbox
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -51,5 +52,56 @@ func TestName(t *testing.T) {
 	got := Name(&runtimeapi.PodSandboxMetadata{Name: "web", Namespace: "ns", Uid: "u1", Attempt: 3})
 	if got != "web_ns_u1_3" {
 		t.Errorf("Name = %q", got)
+	}
+}
+
+func TestPrepareInfraRootfs(t *testing.T) {
+	state := t.TempDir()
+	pause := filepath.Join(t.TempDir(), "husk-pause")
+	dst := filepath.Join(state, "infra-rootfs", "husk-pause")
+	tests := []struct {
+		name        string
+		binary      string
+		leftover    bool // a temporary file a crash left in the rootfs
+		wantReplace bool // a new inode, not the running infras' one
+	}{
+		{name: "first install", binary: "v1", wantReplace: true},
+		{name: "same binary is kept", binary: "v1"},
+		{name: "changed binary is replaced", binary: "v2", wantReplace: true},
+		{name: "a crash's leftover is removed", binary: "v2", leftover: true},
+	}
+	var prev os.FileInfo
+	for _, tt := range tests {
+		if err := os.WriteFile(pause, []byte(tt.binary), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if tt.leftover {
+			if err := os.WriteFile(filepath.Join(state, "infra-rootfs", ".husk-pause.tmp-42"), []byte("v"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rootfs, err := prepareInfraRootfs(state, pause)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		fi, err := os.Stat(dst)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if b, _ := os.ReadFile(dst); string(b) != tt.binary || fi.Mode().Perm() != 0o755 {
+			t.Errorf("%s: pause is %q mode %v, want %q 0755", tt.name, b, fi.Mode().Perm(), tt.binary)
+		}
+		if replaced := prev == nil || !os.SameFile(prev, fi); replaced != tt.wantReplace {
+			t.Errorf("%s: replaced = %v, want %v", tt.name, replaced, tt.wantReplace)
+		}
+		prev = fi
+		ents, _ := os.ReadDir(rootfs)
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		if want := "dev etc husk-pause proc sys"; strings.Join(names, " ") != want {
+			t.Errorf("%s: rootfs holds %v, want %s", tt.name, names, want)
+		}
 	}
 }
