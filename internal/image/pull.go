@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -10,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -25,8 +28,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/singleflight"
 	"golang.org/x/sys/unix"
 
+	"github.com/huskrt/husk/internal/atomicfile"
 	"github.com/huskrt/husk/internal/config"
 )
 
@@ -121,7 +126,10 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (string, err
 	if auth != nil {
 		key += "\x00" + auth.Username + "\x00" + auth.Password + "\x00" + auth.Auth + "\x00" + auth.IdentityToken + "\x00" + auth.RegistryToken
 	}
-	return s.pulls.do(ctx, key, func() (string, error) { return s.pull(context.WithoutCancel(ctx), r, auth) })
+	// The pull goes on for the others when this caller gives up.
+	return merged(ctx, &s.pulls, key, "pull "+r.String(), s.log, func() (string, error) {
+		return s.pull(context.WithoutCancel(ctx), r, auth)
+	})
 }
 
 func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, error) {
@@ -162,13 +170,41 @@ func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, er
 // pullFrom pulls r from one endpoint: manifest (the platform's, from an
 // index), config, then the layers not yet unpacked, then the record.
 func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *Auth, platform v1.Platform) (string, error) {
-	nref, err := r.on(ep.host, ep.insecure)
+	desc, img, err := resolve(ctx, r, ep, auth, platform)
 	if err != nil {
 		return "", err
 	}
-	tr, err := ep.transport()
+	p, err := fetchConfig(img)
 	if err != nil {
 		return "", err
+	}
+	// Until the record exists, nothing refers to what this pull writes:
+	// keep GC (a concurrent RemoveImage) away from it.
+	release := s.hold(p.held())
+	defer release()
+	if err := s.writeBlob(p.configName.String(), bytes.NewReader(p.config)); err != nil {
+		return "", err
+	}
+	if err := s.fetchLayers(ctx, p); err != nil {
+		return "", err
+	}
+	rec := p.record()
+	if err := s.record(rec, r, desc.Digest.String()); err != nil {
+		return "", err
+	}
+	return rec.ID, nil
+}
+
+// resolve fetches the manifest r names at ep: this platform's image when
+// r names an index.
+func resolve(ctx context.Context, r Reference, ep endpoint, auth *Auth, platform v1.Platform) (*remote.Descriptor, v1.Image, error) {
+	nref, err := r.on(ep.host, ep.insecure)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, err := ep.transport()
+	if err != nil {
+		return nil, nil, err
 	}
 	a := auth.authenticator()
 	if a == nil {
@@ -177,81 +213,98 @@ func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *
 	if a == nil {
 		a = authn.Anonymous
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithTransport(tr), remote.WithAuth(a), remote.WithPlatform(platform)}
-	desc, err := remote.Get(nref, opts...)
+	desc, err := remote.Get(nref, remote.WithContext(ctx), remote.WithTransport(tr), remote.WithAuth(a), remote.WithPlatform(platform))
 	if err != nil {
-		return "", classify(err)
+		return nil, nil, classify(err)
 	}
 	img, err := desc.Image()
 	if err != nil {
-		return "", fmt.Errorf("resolve %s for %s/%s: %w", desc.Digest, platform.OS, platform.Architecture, classify(err))
+		return nil, nil, fmt.Errorf("resolve %s for %s/%s: %w", desc.Digest, platform.OS, platform.Architecture, classify(err))
 	}
-	manifest, err := img.RawManifest()
+	return desc, img, nil
+}
+
+// pulled is an image being pulled: its manifest and config, read before
+// any layer is fetched.
+type pulled struct {
+	img         v1.Image
+	rawManifest []byte
+	manifest    *v1.Manifest
+	configName  v1.Hash
+	config      []byte
+	configFile  *v1.ConfigFile
+}
+
+// fetchConfig fetches img's config and checks that it lists a diff ID for
+// every layer of the manifest.
+func fetchConfig(img v1.Image) (*pulled, error) {
+	p := &pulled{img: img}
+	var err error
+	if p.rawManifest, err = img.RawManifest(); err != nil {
+		return nil, classify(err)
+	}
+	if p.manifest, err = img.Manifest(); err != nil {
+		return nil, classify(err)
+	}
+	if p.configName, err = img.ConfigName(); err != nil {
+		return nil, classify(err)
+	}
+	if p.config, err = img.RawConfigFile(); err != nil {
+		return nil, classify(err)
+	}
+	if p.configFile, err = img.ConfigFile(); err != nil {
+		return nil, classify(err)
+	}
+	if len(p.configFile.RootFS.DiffIDs) != len(p.manifest.Layers) {
+		return nil, fmt.Errorf("image %s: %d layers but %d diff IDs", p.configName, len(p.manifest.Layers), len(p.configFile.RootFS.DiffIDs))
+	}
+	return p, nil
+}
+
+// held names what the pull writes: the config blob, each layer's blob and
+// unpacked dir.
+func (p *pulled) held() []string {
+	held := []string{p.configName.Hex}
+	for i, l := range p.manifest.Layers {
+		held = append(held, l.Digest.Hex, p.configFile.RootFS.DiffIDs[i].Hex)
+	}
+	return held
+}
+
+// fetchLayers fetches and unpacks the layers, in parallel. A layer that
+// several pulls want at once is fetched by one of them.
+func (s *Service) fetchLayers(ctx context.Context, p *pulled) error {
+	layers, err := p.img.Layers()
 	if err != nil {
-		return "", classify(err)
-	}
-	cfgName, err := img.ConfigName()
-	if err != nil {
-		return "", classify(err)
-	}
-	cfg, err := img.RawConfigFile()
-	if err != nil {
-		return "", classify(err)
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		return "", classify(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return "", classify(err)
-	}
-	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
-		return "", fmt.Errorf("image %s: %d layers but %d diff IDs", cfgName, len(m.Layers), len(cf.RootFS.DiffIDs))
-	}
-	// Until the record exists, nothing refers to what this pull writes:
-	// keep GC (a concurrent RemoveImage) away from it.
-	held := []string{cfgName.Hex}
-	for i, l := range m.Layers {
-		held = append(held, l.Digest.Hex, cf.RootFS.DiffIDs[i].Hex)
-	}
-	release := s.hold(held)
-	defer release()
-	if err := s.writeBlob(cfgName.String(), strings.NewReader(string(cfg))); err != nil {
-		return "", err
-	}
-	size := uint64(m.Config.Size)
-	layers, err := img.Layers()
-	if err != nil {
-		return "", classify(err)
+		return classify(err)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(layers))
 	for i, l := range layers {
-		size += uint64(m.Layers[i].Size)
-		wg.Add(1)
-		go func(i int, l v1.Layer) {
-			defer wg.Done()
-			diffID := cf.RootFS.DiffIDs[i].String()
-			_, errs[i] = s.layers.do(ctx, diffID, func() (struct{}, error) {
-				return struct{}{}, s.fetchLayer(ctx, l, m.Layers[i].Digest.String(), diffID)
+		digest, diffID := p.manifest.Layers[i].Digest.String(), p.configFile.RootFS.DiffIDs[i].String()
+		wg.Go(func() {
+			_, errs[i] = merged(ctx, &s.layers, diffID, "layer "+diffID, s.log, func() (struct{}, error) {
+				return struct{}{}, s.fetchLayer(ctx, l, digest, diffID)
 			})
-		}(i, l)
+		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return "", err
+	return errors.Join(errs...)
+}
+
+// record is the image's record: ID (the config digest), size (the
+// compressed size of config and layers) and layers lowest first.
+func (p *pulled) record() *Image {
+	size := uint64(p.manifest.Config.Size)
+	for _, l := range p.manifest.Layers {
+		size += uint64(l.Size)
 	}
-	diffIDs := make([]string, len(cf.RootFS.DiffIDs))
-	for i, d := range cf.RootFS.DiffIDs {
+	diffIDs := make([]string, len(p.configFile.RootFS.DiffIDs))
+	for i, d := range p.configFile.RootFS.DiffIDs {
 		diffIDs[i] = d.String()
 	}
-	rec := &Image{ID: cfgName.String(), Size: size, Layers: diffIDs, Manifest: manifest, Config: cfg,
-		User: cf.Config.User, Labels: cf.Config.Labels}
-	if err := s.record(rec, r, desc.Digest.String()); err != nil {
-		return "", err
-	}
-	return rec.ID, nil
+	return &Image{ID: p.configName.String(), Size: size, Layers: diffIDs, Manifest: p.rawManifest, Config: p.config,
+		User: p.configFile.Config.User, Labels: p.configFile.Config.Labels}
 }
 
 // classify maps registry errors to errdefs kinds.
@@ -373,36 +426,34 @@ func (s *Service) fetchLayer(ctx context.Context, l v1.Layer, digest, diffID str
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
 		return fmt.Errorf("layer %s: uncompressed digest %s, config says %s", digest, got, diffID)
 	}
-	if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
+	// Another pull that unpacked it first wins: same diff ID, same content.
+	if err := atomicfile.CommitDir(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("layer %s: %w", digest, err)
 	}
 	return nil
 }
 
 // writeBlob writes r to the content store under digest, hashing as it
-// writes; a blob whose content does not match is never kept.
+// writes; a blob whose content does not match is never kept. The blob is
+// written under a temporary name beside it, which GC leaves alone.
 func (s *Service) writeBlob(digest string, r io.Reader) error {
 	dst := s.blobPath(digest)
 	if _, err := os.Stat(dst); err == nil {
 		return nil
 	}
-	tmp, err := os.CreateTemp(filepath.Join(s.opts.Root, "tmp"), "blob-")
+	f, err := atomicfile.Create(dst, 0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("blob %s: %w", digest, err)
 	}
-	defer os.Remove(tmp.Name())
+	defer f.Abort()
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(tmp, h), r)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if _, err := io.Copy(io.MultiWriter(f, h), r); err != nil {
 		return fmt.Errorf("blob %s: %w", digest, err)
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
 		return fmt.Errorf("blob %s: content has digest %s", digest, got)
 	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	if err := f.Commit(); err != nil {
 		return fmt.Errorf("blob %s: %w", digest, err)
 	}
 	return nil
@@ -443,41 +494,30 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	}
 }
 
-// flight runs one call per key at a time; later callers get its result.
-type flight[T any] struct {
-	mu    sync.Mutex
-	calls map[string]*flightCall[T]
-}
-
-type flightCall[T any] struct {
-	done chan struct{}
-	val  T
-	err  error
-}
-
-func (f *flight[T]) do(ctx context.Context, key string, fn func() (T, error)) (T, error) {
-	f.mu.Lock()
-	if f.calls == nil {
-		f.calls = map[string]*flightCall[T]{}
-	}
-	c, ok := f.calls[key]
-	if !ok {
-		c = &flightCall[T]{done: make(chan struct{})}
-		f.calls[key] = c
-		f.mu.Unlock()
-		c.val, c.err = fn()
-		f.mu.Lock()
-		delete(f.calls, key)
-		f.mu.Unlock()
-		close(c.done)
-		return c.val, c.err
-	}
-	f.mu.Unlock()
+// merged runs fn once for every caller that asks for key while it runs:
+// they all get its result. A caller whose ctx ends first gets ctx.Err()
+// while fn goes on for the others, so fn must not use a caller's ctx. A
+// panic in fn is logged with its stack and becomes every caller's error:
+// it must not hang them, nor end huskd from singleflight's goroutine.
+// what names the call in messages (key may hold credentials).
+func merged[T any](ctx context.Context, g *singleflight.Group, key, what string, log *slog.Logger, fn func() (T, error)) (T, error) {
+	ch := g.DoChan(key, func() (v any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				log.Error("panic", "in", what, "panic", p, "stack", string(debug.Stack()))
+				err = fmt.Errorf("%s: panic: %v: %w", what, p, errdefs.ErrInternal)
+			}
+		}()
+		return fn()
+	})
+	var zero T
 	select {
-	case <-c.done:
-		return c.val, c.err
+	case res := <-ch:
+		if res.Err != nil {
+			return zero, res.Err
+		}
+		return res.Val.(T), nil
 	case <-ctx.Done():
-		var zero T
 		return zero, ctx.Err()
 	}
 }

@@ -14,7 +14,9 @@ import (
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/singleflight"
 
+	"github.com/huskrt/husk/internal/atomicfile"
 	"github.com/huskrt/husk/internal/config"
 )
 
@@ -75,8 +77,8 @@ type Service struct {
 
 	// pulls merges identical concurrent pulls; layers merges concurrent
 	// fetches of one layer by different pulls.
-	pulls  flight[string]
-	layers flight[struct{}]
+	pulls  singleflight.Group
+	layers singleflight.Group
 
 	// mu serialises record changes with the GC of layers, so a layer a
 	// pull just unpacked is never removed before its record exists.
@@ -137,6 +139,10 @@ func New(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Join(opts.Root, "tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	// Blobs are written beside their final name; GC leaves those alone.
+	if _, err := atomicfile.RemoveTemps(filepath.Join(opts.Root, "blobs", "sha256")); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
 	if removed, err := s.gc(); err != nil {
@@ -347,7 +353,8 @@ func (s *Service) gcLocked() ([]string, error) {
 			return removed, fmt.Errorf("image gc: %w", err)
 		}
 		for _, e := range ents {
-			if used[e.Name()] || s.isPending(e.Name()) {
+			// A temporary blob is a pull's, written as GC runs.
+			if used[e.Name()] || s.isPending(e.Name()) || atomicfile.IsTemp(e.Name()) {
 				continue
 			}
 			if err := os.RemoveAll(filepath.Join(s.opts.Root, dir, e.Name())); err != nil {
