@@ -45,6 +45,9 @@ func Create(path string, perm os.FileMode) (*File, error) {
 	if base == "" {
 		return nil, fmt.Errorf("atomic write of %q: no file name", path)
 	}
+	if dir == "" {
+		dir = "." // not CreateTemp's default, os.TempDir: maybe another filesystem
+	}
 	f, err := os.CreateTemp(dir, "."+base+tempMarker+"*")
 	if err != nil {
 		return nil, fmt.Errorf("atomic write of %s: %w", path, err)

@@ -189,14 +189,30 @@ func TestWriteFile(t *testing.T) {
 			t.Errorf("target = %q, want %q", b, content)
 		}
 	}
-	if len(syncs.dirs) != 2 {
-		t.Errorf("dir synced %d times for 2 writes", len(syncs.dirs))
-	}
 	if got := temps(t, dir); len(got) != 0 {
 		t.Errorf("temporary files left: %v", got)
 	}
 	if err := WriteFile(filepath.Join(dir, "missing", "f"), nil, 0o600); err == nil {
 		t.Error("WriteFile into a missing dir succeeded")
+	}
+	// A relative name is written in its own dir too, not in os.TempDir.
+	t.Chdir(dir)
+	f, err := Create("relative.json", 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := temps(t, dir); len(got) != 1 {
+		t.Errorf("temporary files in the target's dir: %v, want one", got)
+	}
+	f.Write([]byte("{}"))
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "relative.json")); err != nil || string(b) != "{}" {
+		t.Errorf("relative write: %q, %v", b, err)
+	}
+	if want := []string{dir, dir, "."}; !slices.Equal(syncs.dirs, want) {
+		t.Errorf("dirs synced %v, want %v", syncs.dirs, want)
 	}
 }
 
