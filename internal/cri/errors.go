@@ -46,6 +46,8 @@ func toStatus(err error) error {
 		code = codes.OutOfRange
 	case errdefs.IsUnauthorized(err):
 		code = codes.Unauthenticated
+	case errdefs.IsInternal(err):
+		code = codes.Internal
 	case errors.Is(err, context.DeadlineExceeded), errdefs.IsDeadlineExceeded(err):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled), errdefs.IsCanceled(err):

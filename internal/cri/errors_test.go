@@ -21,6 +21,7 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("name y: %w", errdefs.ErrAlreadyExists), codes.AlreadyExists},
 		{fmt.Errorf("run: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
 		{fmt.Errorf("run: %w", context.Canceled), codes.Canceled},
+		{fmt.Errorf("pull: panic: %w", errdefs.ErrInternal), codes.Internal},
 		{errors.New("boom"), codes.Unknown},
 		{status.Error(codes.Aborted, "as is"), codes.Aborted},
 	}
