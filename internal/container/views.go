@@ -6,12 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/containerd/errdefs"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/huskrt/husk/internal/oci"
 )
 
 // view is a host path seen through a detached mount with attributes the
@@ -92,53 +87,4 @@ func setViewAttrs(fd int, v view) error {
 		}
 	}
 	return nil
-}
-
-// volumeViews stages the views CRI mounts need: idmapped ones for a pod
-// with a user namespace (their mappings must be the pod's), recursively
-// read-only ones where the runtime has no "rro". It returns the staged
-// path of each such mount by index.
-func volumeViews(dir string, mounts []*runtimeapi.Mount, userns *idmap, sb *runtimeapi.PodSandboxConfig, runtimeRRO bool) (map[int]string, func(), error) {
-	uids, gids, _ := oci.PodIDMappings(sb)
-	same := func(a []*runtimeapi.IDMapping, b []specs.LinuxIDMapping) bool {
-		if len(a) != len(b) {
-			return false
-		}
-		for i := range a {
-			if a[i].GetContainerId() != b[i].ContainerID || a[i].GetHostId() != b[i].HostID || a[i].GetLength() != b[i].Size {
-				return false
-			}
-		}
-		return true
-	}
-	var views []view
-	var index []int
-	for i, m := range mounts {
-		var v view
-		if len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0 {
-			if userns == nil || !same(m.GetUidMappings(), uids) || !same(m.GetGidMappings(), gids) {
-				return nil, nil, fmt.Errorf("mounts[%d]: ID mappings that are not the pod's user namespace: %w", i, errdefs.ErrInvalidArgument)
-			}
-			v.userns = userns.nsPath
-		}
-		v.rro = m.GetRecursiveReadOnly() && !runtimeRRO
-		if v.userns == "" && !v.rro {
-			continue
-		}
-		v.src = m.GetHostPath()
-		views = append(views, v)
-		index = append(index, i)
-	}
-	if len(views) == 0 {
-		return nil, func() {}, nil
-	}
-	staged, cleanup, err := stageViews(filepath.Join(dir, "volume-views"), views)
-	if err != nil {
-		return nil, nil, err
-	}
-	out := map[int]string{}
-	for j, i := range index {
-		out[i] = staged[j]
-	}
-	return out, cleanup, nil
 }
