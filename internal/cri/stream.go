@@ -85,22 +85,8 @@ type streamRuntime struct {
 	sandboxes  *sandbox.Manager
 }
 
-func resizes(in <-chan remotecommandserver.TerminalSize) <-chan container.TerminalSize {
-	if in == nil {
-		return nil
-	}
-	out := make(chan container.TerminalSize, 4)
-	go func() {
-		defer close(out)
-		for s := range in {
-			out <- container.TerminalSize{Width: s.Width, Height: s.Height}
-		}
-	}()
-	return out
-}
-
 func (r *streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
-	err := r.containers.Exec(ctx, id, cmd, in, writer(out), writer(errw), tty, resizes(resize))
+	err := r.containers.Exec(ctx, id, cmd, in, writer(out), writer(errw), tty, resize)
 	var exit *container.ExitError
 	if errors.As(err, &exit) {
 		// The streaming server reports exit codes for this type only.
@@ -110,7 +96,7 @@ func (r *streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io
 }
 
 func (r *streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
-	return r.containers.Attach(ctx, id, in, writer(out), writer(errw), tty, resizes(resize))
+	return r.containers.Attach(ctx, id, in, writer(out), writer(errw), tty, resize)
 }
 
 func (r *streamRuntime) PortForward(ctx context.Context, sandboxID string, port int32, stream io.ReadWriteCloser) error {

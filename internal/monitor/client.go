@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+
 	"github.com/huskrt/husk/internal/monitor/proto"
 )
 
@@ -178,8 +180,8 @@ func ReadExit(path string) (e proto.Exit, ok bool, err error) {
 // Attach connects the client's streams to a running container's stdio
 // until the container's output ends or ctx is done. in may be nil; out and
 // errOut receive the container's stdout and stderr (a nil one discards);
-// resize carries terminal sizes (width, height).
-func (c *Client) Attach(ctx context.Context, id string, in io.Reader, out, errOut io.Writer, resize <-chan [2]uint16) error {
+// resize carries terminal sizes, as the streaming server hands them over.
+func (c *Client) Attach(ctx context.Context, id string, in io.Reader, out, errOut io.Writer, resize <-chan remotecommand.TerminalSize) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, proto.SocketName))
 	if err != nil {
@@ -228,7 +230,7 @@ func (c *Client) Attach(ctx context.Context, id string, in io.Reader, out, errOu
 	if resize != nil {
 		go func() {
 			for s := range resize {
-				if send(proto.FrameResize, proto.Resize(s[0], s[1])) != nil {
+				if send(proto.FrameResize, proto.Resize(s.Width, s.Height)) != nil {
 					return
 				}
 			}

@@ -1,0 +1,90 @@
+package monitor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
+
+	"github.com/huskrt/husk/internal/monitor/proto"
+)
+
+// Attach sends each terminal size it is handed as a resize frame, in
+// order, while the container's output comes back. The far end plays the
+// monitor's side of the attach protocol (cmd/husk-monitor's attach.go).
+func TestAttachSendsResizes(t *testing.T) {
+	dir := t.TempDir()
+	l, err := net.Listen("unix", filepath.Join(dir, proto.SocketName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sizes := []remotecommand.TerminalSize{{Width: 120, Height: 40}, {Width: 80, Height: 24}}
+	served := make(chan error, 1)
+	go func() { served <- serveAttach(l, len(sizes)) }()
+
+	resize := make(chan remotecommand.TerminalSize)
+	defer close(resize)
+	go func() {
+		for _, s := range sizes {
+			resize <- s
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := For(dir).Attach(ctx, "c1", nil, &out, nil, resize); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); got != "120x40 80x24 " {
+		t.Errorf("the monitor saw resizes %q, want %q", got, "120x40 80x24 ")
+	}
+}
+
+// serveAttach accepts one attach, reads n resize frames and echoes each
+// as stdout, then ends the output.
+func serveAttach(l net.Listener, n int) error {
+	conn, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	dec := json.NewDecoder(conn)
+	var req proto.Request
+	if err := dec.Decode(&req); err != nil || req.Op != proto.OpAttach || req.ID != "c1" {
+		return fmt.Errorf("request %+v, %v; want attach of c1", req, err)
+	}
+	// As the monitor answers: no trailing newline, the frames follow.
+	if _, err := conn.Write([]byte("{}")); err != nil {
+		return err
+	}
+	r := io.MultiReader(dec.Buffered(), conn)
+	for i := 0; i < n; i++ {
+		kind, size, err := proto.ReadFrameHeader(r)
+		if err != nil {
+			return fmt.Errorf("frame %d: %w", i, err)
+		}
+		p := make([]byte, size)
+		if _, err := io.ReadFull(r, p); err != nil {
+			return err
+		}
+		w, h, ok := proto.ParseResize(p)
+		if kind != proto.FrameResize || !ok {
+			return fmt.Errorf("frame %d: kind %d %x, want a resize", i, kind, p)
+		}
+		if err := proto.WriteFrame(conn, proto.FrameStdout, fmt.Appendf(nil, "%dx%d ", w, h)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
