@@ -167,8 +167,10 @@ type Manager struct {
 	mu     sync.Mutex // guards the maps only
 	byID   map[string]*Container
 	byName map[string]*Container
-	// monitorStart serialises starting a sandbox's monitor.
-	monitorStart sync.Mutex
+	// monitorStart serialises starting a sandbox's monitor, per sandbox:
+	// a pod's first two CreateContainers must not start two monitors, and
+	// one pod's slow start must not hold up another pod's.
+	monitorStart keyedMutex
 	// allCaps is huskd's own bounding set: what privileged containers get;
 	// appArmor whether the kernel has AppArmor. Both are read once.
 	allCaps  []string
@@ -321,9 +323,9 @@ func freshContext() (context.Context, context.CancelFunc) {
 
 // monitorFor starts the sandbox's monitor when none runs.
 func (m *Manager) monitorFor(ctx context.Context, sandboxID string) (*monitor.Client, error) {
-	m.monitorStart.Lock()
-	defer m.monitorStart.Unlock()
-	c, err := monitor.Ensure(ctx, m.opts.MonitorBinary, m.monitorDir(sandboxID))
+	dir := m.monitorDir(sandboxID)
+	defer m.monitorStart.lock(dir)()
+	c, err := monitor.Ensure(ctx, m.opts.MonitorBinary, dir)
 	if err != nil {
 		return nil, fmt.Errorf("pod monitor of sandbox %s: %w", sandboxID, err)
 	}
