@@ -69,27 +69,29 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		}
 	}()
 	rec := &c.rec
-	spec := m.specInput(req, rec)
+	in := m.specInput(req, rec)
 
 	// 4. The rootfs: the image's layers under the container's own
 	// writable layer.
-	spec.RootfsPath, err = m.mountRootfs(rec, m.opts.Images.LayerDirs(req.image), req.userns)
+	in.RootfsPath, err = m.mountRootfs(rec, m.opts.Images.LayerDirs(req.image), req.userns)
 	if err != nil {
 		return "", err
 	}
 	timer.Mark("rootfs")
 	// 5. The user, resolved against the image's passwd and group.
-	spec.User, err = resolveUser(spec.RootfsPath, cfg.GetLinux().GetSecurityContext(), req.imageConfig.User)
+	in.User, err = resolveUser(in.RootfsPath, cfg.GetLinux().GetSecurityContext(), req.imageConfig.User)
 	if err != nil {
 		return "", err
 	}
-	rec.UID, rec.GID, rec.Groups = spec.User.UID, spec.User.GID, spec.User.AdditionalGids
+	rec.UID, rec.GID, rec.Groups = in.User.UID, in.User.GID, in.User.AdditionalGids
 	// 6. Devices, the PID namespace a pid=TARGET container joins, and
 	// the host side of the mounts.
-	if spec.Devices, err = containerDevices(cfg); err != nil {
+	in.Devices, err = containerDevices(cfg)
+	if err != nil {
 		return "", err
 	}
-	if spec.TargetPID, err = m.targetPID(cfg, req.sandbox.ID); err != nil {
+	in.TargetPID, err = m.targetPID(cfg, req.sandbox.ID)
+	if err != nil {
 		return "", err
 	}
 	if err := prepareMounts(cfg.GetMounts()); err != nil {
@@ -98,18 +100,18 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	// 7. Volume views (idmapped, recursively read-only), staged until
 	// the runtime has made its own clones of them (10).
 	var dropViews func()
-	spec.MountSources, dropViews, err = volumeViews(m.rootDir(rec.ID), cfg.GetMounts(), req.userns, req.sandbox.Config, req.runtime.RecursiveReadOnly)
+	in.MountSources, dropViews, err = volumeViews(m.rootDir(rec.ID), cfg.GetMounts(), req.userns, req.sandbox.Config, req.runtime.RecursiveReadOnly)
 	if err != nil {
 		return "", err
 	}
 	defer dropViews()
 	// 8. The OCI spec, with its seccomp filter and AppArmor profile.
-	ociSpec, err := buildSpec(cfg, spec, m.appArmor)
+	spec, err := buildSpec(cfg, in, m.appArmor)
 	if err != nil {
 		return "", err
 	}
 	// 9. The bundle, and the directory of the CRI log.
-	bundle, err := m.writeBundle(rec, ociSpec)
+	bundle, err := m.writeBundle(rec, spec)
 	if err != nil {
 		return "", err
 	}
