@@ -166,9 +166,10 @@ func DefaultReadonlyPaths() []string {
 	return []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
 }
 
-// CgroupsPath returns the runtime cgroupsPath of container id under parent
-// for the given driver: a path for cgroupfs, slice:prefix:name for systemd.
-func CgroupsPath(driver, parent, id string) (string, error) {
+// CgroupParent returns the effective cgroup parent of a pod for the given
+// driver: parent, else the driver's default (the root for cgroupfs,
+// system.slice for systemd). A parent the driver cannot use is an error.
+func CgroupParent(driver, parent string) (string, error) {
 	switch driver {
 	case "systemd":
 		if parent == "" {
@@ -177,7 +178,7 @@ func CgroupsPath(driver, parent, id string) (string, error) {
 		if strings.ContainsAny(parent, "/:") || !strings.HasSuffix(parent, ".slice") {
 			return "", fmt.Errorf("cgroup parent %q: not a systemd slice", parent)
 		}
-		return parent + ":husk:" + id, nil
+		return parent, nil
 	default:
 		if parent == "" {
 			parent = "/"
@@ -189,6 +190,28 @@ func CgroupsPath(driver, parent, id string) (string, error) {
 		if clean != strings.TrimSuffix(parent, "/") && parent != "/" {
 			return "", fmt.Errorf("cgroup parent %q: not a clean path", parent)
 		}
-		return path.Join(clean, id), nil
+		return clean, nil
 	}
+}
+
+// CgroupsPath returns the runtime cgroupsPath of container id under parent
+// for the given driver: a path for cgroupfs, slice:prefix:name for systemd.
+func CgroupsPath(driver, parent, id string) (string, error) {
+	p, err := CgroupParent(driver, parent)
+	if err != nil {
+		return "", err
+	}
+	if driver == "systemd" {
+		return p + ":husk:" + id, nil
+	}
+	return path.Join(p, id), nil
+}
+
+// CgroupParentOf is the parent a cgroupsPath of id was made under by
+// CgroupsPath, in either driver's syntax.
+func CgroupParentOf(cgroupsPath, id string) string {
+	if p, ok := strings.CutSuffix(cgroupsPath, ":husk:"+id); ok {
+		return p
+	}
+	return path.Dir(cgroupsPath)
 }

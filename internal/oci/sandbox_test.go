@@ -68,22 +68,35 @@ func TestInfraSpecNamespaces(t *testing.T) {
 	}
 }
 
+// CgroupsPath puts id under the effective parent, and CgroupParentOf finds
+// that parent again (recovery of records that did not keep it).
 func TestCgroupsPath(t *testing.T) {
 	tests := []struct {
-		driver, parent, want string
-		bad                  bool
+		driver, parent, want, effective string
+		bad                             bool
 	}{
-		{"cgroupfs", "/kubepods/besteffort/podx", "/kubepods/besteffort/podx/id", false},
-		{"cgroupfs", "", "/id", false},
-		{"cgroupfs", "kubepods", "", true},
-		{"systemd", "kubepods-besteffort-podx.slice", "kubepods-besteffort-podx.slice:husk:id", false},
-		{"systemd", "", "system.slice:husk:id", false},
-		{"systemd", "/kubepods", "", true},
+		{"cgroupfs", "/kubepods/besteffort/podx", "/kubepods/besteffort/podx/id", "/kubepods/besteffort/podx", false},
+		{"cgroupfs", "/husk/", "/husk/id", "/husk", false},
+		{"cgroupfs", "", "/id", "/", false},
+		{"cgroupfs", "kubepods", "", "", true},
+		{"cgroupfs", "/a/../b", "", "", true},
+		{"systemd", "kubepods-besteffort-podx.slice", "kubepods-besteffort-podx.slice:husk:id", "kubepods-besteffort-podx.slice", false},
+		{"systemd", "", "system.slice:husk:id", "system.slice", false},
+		{"systemd", "/kubepods", "", "", true},
 	}
 	for _, tt := range tests {
 		got, err := CgroupsPath(tt.driver, tt.parent, "id")
 		if (err != nil) != tt.bad || got != tt.want {
 			t.Errorf("CgroupsPath(%s, %q) = %q, %v; want %q, bad=%v", tt.driver, tt.parent, got, err, tt.want, tt.bad)
+		}
+		if p, err := CgroupParent(tt.driver, tt.parent); (err != nil) != tt.bad || p != tt.effective {
+			t.Errorf("CgroupParent(%s, %q) = %q, %v; want %q, bad=%v", tt.driver, tt.parent, p, err, tt.effective, tt.bad)
+		}
+		if tt.bad {
+			continue
+		}
+		if p := CgroupParentOf(got, "id"); p != tt.effective {
+			t.Errorf("CgroupParentOf(%q) = %q, want %q", got, p, tt.effective)
 		}
 	}
 }
