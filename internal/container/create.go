@@ -19,12 +19,12 @@ import (
 
 	"github.com/huskrt/husk/internal/ids"
 	"github.com/huskrt/husk/internal/image"
+	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/monitor"
 	mproto "github.com/huskrt/husk/internal/monitor/proto"
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
-	"github.com/huskrt/husk/internal/store"
 )
 
 // Name is the reserved name of a container, as containerd spells it:
@@ -71,8 +71,12 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	rec := &c.rec
 	in := m.specInput(req, rec)
 
-	// 4. The rootfs: the image's layers under the container's own
-	// writable layer.
+	// 4. The rootfs: the image's layers, held in the image store until
+	// the container is removed (even once the image is), under the
+	// container's own writable layer.
+	if err := m.opts.Images.HoldLayers(rec.ID, rec.Layers); err != nil {
+		return "", err
+	}
 	in.RootfsPath, err = m.mountRootfs(rec, m.opts.Images.LayerDirs(req.image), req.userns)
 	if err != nil {
 		return "", err
@@ -135,7 +139,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	log := m.logger(rec)
 	log.Info("container created", "name", rec.Name, "image", rec.ImageID, "pid", rec.PID)
 	log.Debug("container create phases", timer.Attrs()...)
-	m.emit(rec, EventCreated)
+	m.emit(rec, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return rec.ID, nil
 }
 
@@ -154,7 +158,7 @@ type createRequest struct {
 // resolve finds the ready sandbox, the image and the runtime handler a
 // container is created from.
 func (m *Manager) resolve(sandboxID string, cfg *runtimeapi.ContainerConfig) (*createRequest, error) {
-	sb, err := m.opts.Sandbox(sandboxID)
+	sb, err := m.opts.Sandboxes.Sandbox(sandboxID)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +173,7 @@ func (m *Manager) resolve(sandboxID string, cfg *runtimeapi.ContainerConfig) (*c
 	if err != nil {
 		return nil, err
 	}
-	rt, err := m.runtimeFor(sb.Handler)
+	rt, err := m.opts.Runtimes.Get(sb.Handler)
 	if err != nil {
 		return nil, err
 	}
@@ -231,29 +235,23 @@ func logPath(podLogDir, containerLogPath string) string {
 func (m *Manager) reserve(c *Container) error {
 	c.mu.Lock()
 	rec := &c.rec
-	m.mu.Lock()
-	if holder, ok := m.byName[rec.Name]; ok {
-		m.mu.Unlock()
+	if holder, ok := m.index.Reserve(rec.ID, rec.Name, c); !ok {
 		c.mu.Unlock()
 		return fmt.Errorf("container name %q is reserved by container %s: %w", rec.Name, holder.rec.ID, errdefs.ErrAlreadyExists)
 	}
-	m.byID[rec.ID] = c
-	m.byName[rec.Name] = c
-	m.mu.Unlock()
-	if err := m.opts.Store.Create(store.Containers, store.ContainerName, rec.ID, rec.Name, rec); err != nil {
+	if err := m.records.Create(rec.ID, rec.Name, rec, &c.snapshot); err != nil {
 		m.unindex(c)
 		c.mu.Unlock()
-		return fmt.Errorf("container %s: reserve name %q: %w", rec.ID, rec.Name, err)
+		return err
 	}
-	c.setView()
 	return nil
 }
 
 // undoCreateLocked is CreateContainer's one rollback, for a failure after
 // the record was persisted: it releases what the steps made on the host
 // (releaseLocked, driven by the record as after a crash), then deletes the
-// record and the name. What cannot be released keeps the record for
-// RemoveContainer to retry. It returns err naming the container, joined
+// record and the name and releases the image's layers (deleteLocked). What
+// cannot be released keeps the record for RemoveContainer to retry. It returns err naming the container, joined
 // with what the undo could not do.
 func (m *Manager) undoCreateLocked(c *Container, err error) error {
 	rec := &c.rec
@@ -262,10 +260,9 @@ func (m *Manager) undoCreateLocked(c *Container, err error) error {
 		m.logger(rec).Error("undo of failed CreateContainer incomplete", "error", uerr)
 		return errors.Join(err, fmt.Errorf("undo: %w", uerr))
 	}
-	if derr := m.opts.Store.Delete(store.Containers, store.ContainerName, rec.ID, rec.Name); derr != nil {
+	if derr := m.deleteLocked(c); derr != nil {
 		return errors.Join(err, derr)
 	}
-	m.unindex(c)
 	return err
 }
 
@@ -310,11 +307,11 @@ func (m *Manager) markCreated(c *Container, mon *monitor.Client) error {
 // idempotent; c.mu must be held.
 func (m *Manager) releaseLocked(c *Container) error {
 	rec := &c.rec
-	ctx, cancel := freshContext()
+	ctx, cancel := lifecycle.FreshContext()
 	defer cancel()
 	var errs []error
 	if rec.RuntimeCreated {
-		rt, err := m.runtimeFor(rec.Handler)
+		rt, err := m.opts.Runtimes.Get(rec.Handler)
 		if err == nil {
 			err = rt.Delete(ctx, rec.ID)
 		}

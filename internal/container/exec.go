@@ -125,7 +125,7 @@ func (m *Manager) newExec(id string, cmd []string, tty bool) (*execProcess, erro
 	if err != nil {
 		return nil, err
 	}
-	rt, err := m.runtimeFor(v.Handler)
+	rt, err := m.opts.Runtimes.Get(v.Handler)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +284,7 @@ func (m *Manager) Running(id string) error {
 
 // running finds a container that must be running for what is asked.
 func (m *Manager) running(id string) (*Container, *Record, error) {
-	c, err := m.get(id)
+	c, err := m.index.Get(id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -323,7 +323,7 @@ func (m *Manager) Reopen(ctx context.Context, id string) error {
 // Update applies new resources to a created or running container and
 // remembers them for ContainerStatus.
 func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
-	c, err := m.get(id)
+	c, err := m.index.Get(id)
 	if err != nil {
 		return err
 	}
@@ -336,7 +336,7 @@ func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxCont
 	if r == nil {
 		return nil
 	}
-	rt, err := m.runtimeFor(rec.Handler)
+	rt, err := m.opts.Runtimes.Get(rec.Handler)
 	if err != nil {
 		return err
 	}

@@ -11,15 +11,16 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/monitor"
 	mproto "github.com/huskrt/husk/internal/monitor/proto"
-	"github.com/huskrt/husk/internal/store"
 )
 
 // Start starts a created container.
 func (m *Manager) Start(ctx context.Context, id string) error {
-	c, err := m.get(id)
+	c, err := m.index.Get(id)
 	if err != nil {
 		return err
 	}
@@ -29,7 +30,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if rec.State != StateCreated {
 		return fmt.Errorf("container %s is %s, not CREATED: %w", rec.ID, strings.ToLower(string(rec.State)), errdefs.ErrFailedPrecondition)
 	}
-	rt, err := m.runtimeFor(rec.Handler)
+	rt, err := m.opts.Runtimes.Get(rec.Handler)
 	if err != nil {
 		return err
 	}
@@ -45,7 +46,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return err
 	}
 	m.logger(rec).Info("container started")
-	m.emit(rec, EventStarted)
+	m.emit(rec, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
 	return nil
 }
 
@@ -90,11 +91,11 @@ func (m *Manager) deleteExited(c *Container) {
 	if !rec.RuntimeCreated || rec.State != StateExited {
 		return
 	}
-	rt, err := m.runtimeFor(rec.Handler)
+	rt, err := m.opts.Runtimes.Get(rec.Handler)
 	if err != nil {
 		return
 	}
-	ctx, cancel := freshContext()
+	ctx, cancel := lifecycle.FreshContext()
 	defer cancel()
 	if err := rt.Delete(ctx, rec.ID); err != nil {
 		m.logger(rec).Warn("delete exited container from the runtime", "error", err)
@@ -132,7 +133,7 @@ func (m *Manager) recordExit(c *Container, exit *mproto.Exit) {
 	}
 	close(c.exited)
 	m.logger(rec).Info("container exited", "exit_code", exit.Code, "reason", rec.Reason)
-	m.emit(rec, EventStopped)
+	m.emit(rec, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 }
 
 func processAlive(pid int) bool {
@@ -142,7 +143,7 @@ func processAlive(pid int) bool {
 // Stop stops a container: its image's stop signal (else SIGTERM), then
 // SIGKILL after timeout. Stopping an exited or unknown container succeeds.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
-	c, err := m.get(id)
+	c, err := m.index.Get(id)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
@@ -157,7 +158,7 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 	if v.State == StateExited || v.State == StateCreating {
 		return nil
 	}
-	rt, err := m.runtimeFor(v.Handler)
+	rt, err := m.opts.Runtimes.Get(v.Handler)
 	if err != nil {
 		return err
 	}
@@ -221,7 +222,7 @@ func stopSignal(name string) syscall.Signal {
 // Remove removes a container, killing it first when it runs. Removing an
 // unknown container succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	c, err := m.get(id)
+	c, err := m.index.Get(id)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
@@ -234,26 +235,25 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rec := &c.rec
-	if _, err := m.get(rec.ID); err != nil {
+	if _, err := m.index.Get(rec.ID); err != nil {
 		return nil // removed meanwhile
 	}
 	if err := m.releaseLocked(c); err != nil {
 		_ = m.persistLocked(c)
 		return fmt.Errorf("container %s: remove: %w", rec.ID, err)
 	}
-	if err := m.opts.Store.Delete(store.Containers, store.ContainerName, rec.ID, rec.Name); err != nil {
+	if err := m.deleteLocked(c); err != nil {
 		return err
 	}
-	m.unindex(c)
 	m.logger(rec).Info("container removed")
-	m.emit(rec, EventDeleted)
+	m.emit(rec, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }
 
 // StopSandbox stops every container of a sandbox, for StopPodSandbox.
 func (m *Manager) StopSandbox(ctx context.Context, sandboxID string) error {
 	var errs []error
-	for _, c := range m.all() {
+	for _, c := range m.index.All() {
 		if c.view().SandboxID == sandboxID {
 			errs = append(errs, m.stop(ctx, c, 0))
 		}
@@ -265,7 +265,7 @@ func (m *Manager) StopSandbox(ctx context.Context, sandboxID string) error {
 // monitor, for RemovePodSandbox.
 func (m *Manager) RemoveSandbox(ctx context.Context, sandboxID string) error {
 	var errs []error
-	for _, c := range m.all() {
+	for _, c := range m.index.All() {
 		if c.view().SandboxID == sandboxID {
 			errs = append(errs, m.Remove(ctx, c.view().ID))
 		}

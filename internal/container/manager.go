@@ -25,6 +25,7 @@ package container
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -32,14 +33,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
-	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/huskrt/husk/internal/ids"
 	"github.com/huskrt/husk/internal/image"
+	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/monitor"
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
@@ -64,7 +62,8 @@ type Record struct {
 	// Config is the CRI ContainerConfig in its protobuf encoding.
 	Config []byte `json:"config"`
 	// ImageID is the config digest of the image; ImageName the name the
-	// kubelet asked for.
+	// kubelet asked for. Layers are the image's layers (diff IDs), which
+	// the container holds in the image store from create to remove.
 	ImageID   string   `json:"imageId"`
 	ImageName string   `json:"imageName"`
 	Layers    []string `json:"layers"`
@@ -101,20 +100,41 @@ type Container struct {
 	rec    Record
 	config *runtimeapi.ContainerConfig
 	// exited is closed when the exit is recorded in rec.
-	exited   chan struct{}
-	snapshot atomic.Pointer[Record]
+	exited chan struct{}
+	// snapshot is the last persisted copy of rec, for readers that must
+	// not wait behind mu.
+	snapshot lifecycle.Snapshot[Record]
 }
 
-func (c *Container) view() *Record { return c.snapshot.Load() }
-
-func (c *Container) setView() {
-	r := c.rec
-	c.snapshot.Store(&r)
+// view returns the last published copy of the record; a container being
+// created is CREATING until its record is persisted.
+func (c *Container) view() *Record {
+	if r := c.snapshot.Load(); r != nil {
+		return r
+	}
+	return &Record{ID: c.rec.ID, SandboxID: c.rec.SandboxID, State: StateCreating} // immutable after creation
 }
 
-// SandboxInfo is what a container needs of its sandbox; cmd/huskd maps the
-// sandbox manager's records to it (this package does not import sandbox:
-// sandboxes call back here to stop and remove their containers).
+// Sandboxes is what containers need of the sandbox manager. cmd/huskd maps
+// the sandbox manager's records to SandboxInfo: this package does not
+// import sandbox, and what spans both (stopping and removing a pod's
+// containers with it) is driven by internal/cri.
+type Sandboxes interface {
+	// Sandbox looks a sandbox up by ID; NotFound when it does not exist.
+	Sandbox(id string) (SandboxInfo, error)
+}
+
+// Images is what containers need of the image store: the image to run and
+// its unpacked layers, held from create to remove so that image GC keeps
+// them even once the image is removed.
+type Images interface {
+	Resolve(ref string) (*image.Image, error)
+	LayerDirs(img *image.Image) []string
+	HoldLayers(owner string, diffIDs []string) error
+	ReleaseLayers(owner string)
+}
+
+// SandboxInfo is what a container needs of its sandbox.
 type SandboxInfo struct {
 	ID      string
 	Ready   bool
@@ -127,46 +147,36 @@ type SandboxInfo struct {
 	ShmPath   string
 	// Dir holds resolv.conf, hostname and hosts.
 	Dir string
-	// CgroupParent is the pod's cgroup parent, as given or defaulted.
+	// CgroupParent is the pod's cgroup parent as its record keeps it:
+	// every container of the pod goes under it.
 	CgroupParent string
 }
-
-// EventType is a container lifecycle event, for GetContainerEvents.
-type EventType int
-
-const (
-	EventCreated EventType = iota
-	EventStarted
-	EventStopped
-	EventDeleted
-)
 
 // Options configure a Manager.
 type Options struct {
 	// RootDir holds the writable layers (<RootDir>/containers/<id>);
 	// StateDir the bundles and monitors.
-	RootDir  string
-	StateDir string
-	Store    *store.Store
-	Images   *image.Service
-	// Sandbox looks a sandbox up; NotFound when it does not exist.
-	Sandbox        func(id string) (SandboxInfo, error)
-	Runtimes       map[string]*ociruntime.Runtime
-	DefaultRuntime string
-	MonitorBinary  string
-	CgroupDriver   string
-	OnEvent        func(c *Record, t EventType)
-	Logger         *slog.Logger
+	RootDir   string
+	StateDir  string
+	Store     *store.Store
+	Images    Images
+	Sandboxes Sandboxes
+	// Runtimes is the runtime of each RuntimeClass handler.
+	Runtimes      *ociruntime.Handlers
+	MonitorBinary string
+	CgroupDriver  string
+	// Events hears every lifecycle event; nil hears nothing.
+	Events lifecycle.Events
+	Logger *slog.Logger
 }
 
 // Manager runs every app container.
 type Manager struct {
-	opts Options
-	log  *slog.Logger
+	opts    Options
+	log     *slog.Logger
+	index   *lifecycle.Index[*Container]
+	records lifecycle.Records[Record]
 
-	mu     sync.Mutex // guards the maps only
-	byID   map[string]*Container
-	byName map[string]*Container
 	// monitorStart serialises starting a sandbox's monitor, per sandbox:
 	// a pod's first two CreateContainers must not start two monitors, and
 	// one pod's slow start must not hold up another pod's.
@@ -182,13 +192,23 @@ func New(opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Events == nil {
+		opts.Events = lifecycle.Discard
+	}
+	if opts.Images == nil || opts.Sandboxes == nil || opts.Runtimes == nil {
+		return nil, errors.New("container manager: Images, Sandboxes and Runtimes are required")
+	}
 	for _, d := range []string{filepath.Join(opts.RootDir, "containers"), filepath.Join(opts.StateDir, "containers"), filepath.Join(opts.StateDir, "monitors")} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("container dirs: %w", err)
 		}
 	}
-	return &Manager{opts: opts, log: opts.Logger, byID: map[string]*Container{}, byName: map[string]*Container{},
-		allCaps: oci.CapabilitiesFromMask(boundingSet()), appArmor: appArmorEnabled()}, nil
+	return &Manager{
+		opts: opts, log: opts.Logger, index: lifecycle.NewIndex[*Container]("container"),
+		records: lifecycle.Records[Record]{Store: opts.Store, Bucket: store.Containers, Names: store.ContainerName,
+			What: "container", IDKey: "container_id"},
+		allCaps: oci.CapabilitiesFromMask(boundingSet()), appArmor: appArmorEnabled(),
+	}, nil
 }
 
 // boundingSet reads this process's capability bounding set.
@@ -221,88 +241,38 @@ func (m *Manager) monitorDir(sandboxID string) string {
 	return filepath.Join(m.opts.StateDir, "monitors", sandboxID)
 }
 
-func (m *Manager) runtimeFor(handler string) (*ociruntime.Runtime, error) {
-	if handler == "" {
-		handler = m.opts.DefaultRuntime
-	}
-	r, ok := m.opts.Runtimes[handler]
-	if !ok {
-		return nil, fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrInvalidArgument)
-	}
-	return r, nil
-}
-
-// get finds a container by full ID or unique ID prefix.
-func (m *Manager) get(id string) (*Container, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return ids.Find(m.byID, id, "container")
-}
-
-func (m *Manager) all() []*Container {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]*Container, 0, len(m.byID))
-	for _, c := range m.byID {
-		out = append(out, c)
-	}
-	return out
-}
-
-func (m *Manager) unindex(c *Container) {
-	m.mu.Lock()
-	if m.byID[c.rec.ID] == c {
-		delete(m.byID, c.rec.ID)
-	}
-	if m.byName[c.rec.Name] == c {
-		delete(m.byName, c.rec.Name)
-	}
-	m.mu.Unlock()
-}
+// unindex drops c from the index.
+func (m *Manager) unindex(c *Container) { m.index.Remove(c.rec.ID, c.rec.Name, c) }
 
 // persistLocked writes the record and publishes it; c.mu must be held.
 func (m *Manager) persistLocked(c *Container) error {
-	if err := m.opts.Store.Put(store.Containers, c.rec.ID, &c.rec); err != nil {
-		return fmt.Errorf("container %s: persist: %w", c.rec.ID, err)
+	return m.records.Put(c.rec.ID, &c.rec, &c.snapshot)
+}
+
+// deleteLocked deletes the record and name of a container whose host state
+// is released, drops it from the index and releases its image layers;
+// c.mu must be held.
+func (m *Manager) deleteLocked(c *Container) error {
+	if err := m.records.Delete(c.rec.ID, c.rec.Name); err != nil {
+		return err
 	}
-	c.setView()
+	m.unindex(c)
+	m.opts.Images.ReleaseLayers(c.rec.ID)
 	return nil
 }
 
-func (m *Manager) emit(r *Record, t EventType) {
-	if m.opts.OnEvent != nil {
-		m.opts.OnEvent(r, t)
-	}
+// emit tells the listener of a lifecycle event of the container.
+func (m *Manager) emit(r *Record, t runtimeapi.ContainerEventType) {
+	m.opts.Events.Emit(lifecycle.Event{ContainerID: r.ID, SandboxID: r.SandboxID, Type: t})
 }
 
 func (m *Manager) logger(r *Record) *slog.Logger {
 	return m.log.With("container_id", r.ID, "pod_sandbox_id", r.SandboxID)
 }
 
-// UseImages gives the manager the image store, which is made after
-// containers are recovered (its GC needs LayersInUse).
-func (m *Manager) UseImages(images *image.Service) { m.opts.Images = images }
-
-// LayersInUse lists the image layers (diff IDs) of every container, which
-// the image GC must keep even when their image is removed.
-func (m *Manager) LayersInUse() []string {
-	var out []string
-	for _, c := range m.all() {
-		if v := c.view(); v != nil {
-			out = append(out, v.Layers...)
-		}
-	}
-	return out
-}
-
-// Known reports whether id is a container of this manager, for the
-// sandbox recovery that deletes runtime containers nobody knows.
-func (m *Manager) Known(id string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.byID[id]
-	return ok
-}
+// IDs lists every known container, for the sandbox recovery that deletes
+// the runtime containers nobody knows.
+func (m *Manager) IDs() []string { return m.index.IDs() }
 
 // decodeResources reads a record's resources back.
 func decodeResources(b []byte) *runtimeapi.LinuxContainerResources {
@@ -314,11 +284,6 @@ func decodeResources(b []byte) *runtimeapi.LinuxContainerResources {
 		return nil
 	}
 	return &r
-}
-
-// freshContext is for cleanup that must run even when the request ended.
-func freshContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), time.Minute)
 }
 
 // monitorFor starts the sandbox's monitor when none runs.

@@ -41,7 +41,7 @@ func (m *Manager) targetPID(cfg *runtimeapi.ContainerConfig, sandboxID string) (
 	if id == "" {
 		return 0, fmt.Errorf("namespace_options.target_id is empty with pid mode TARGET: %w", errdefs.ErrInvalidArgument)
 	}
-	t, err := m.get(id)
+	t, err := m.index.Get(id)
 	if err != nil {
 		return 0, fmt.Errorf("namespace_options.target_id: %w", err)
 	}

@@ -5,14 +5,16 @@ import (
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/lifecycle"
 )
 
 func TestTargetPID(t *testing.T) {
-	m := &Manager{byID: map[string]*Container{}}
+	m := &Manager{index: lifecycle.NewIndex[*Container]("container")}
 	add := func(id, sandboxID string, state State, pid int) {
-		c := &Container{rec: Record{ID: id, SandboxID: sandboxID, State: state, PID: pid}}
-		c.setView()
-		m.byID[id] = c
+		c := &Container{rec: Record{ID: id, Name: "name-" + id, SandboxID: sandboxID, State: state, PID: pid}}
+		c.snapshot.Publish(&c.rec)
+		m.index.Add(id, c.rec.Name, c)
 	}
 	add("aaaa1111", "pod1", StateRunning, 42)
 	add("bbbb2222", "pod1", StateCreated, 43)

@@ -19,7 +19,7 @@ import (
 // writable layer's usage from its upper dir. An exited container has no
 // cgroup left to read; it reports its attributes only.
 func (m *Manager) Stats(id string) (*runtimeapi.ContainerStats, error) {
-	c, err := m.get(id)
+	c, err := m.index.Get(id)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +51,7 @@ func (m *Manager) stats(c *Container) *runtimeapi.ContainerStats {
 // ListStats is ListContainerStats with its filter (id, sandbox, labels).
 func (m *Manager) ListStats(f *runtimeapi.ContainerStatsFilter) []*runtimeapi.ContainerStats {
 	var out []*runtimeapi.ContainerStats
-	for _, c := range m.all() {
+	for _, c := range m.index.All() {
 		v := c.view()
 		if v == nil || v.State == StateCreating ||
 			(f.GetId() != "" && !strings.HasPrefix(v.ID, f.GetId())) ||
@@ -74,7 +74,7 @@ func (m *Manager) ListStats(f *runtimeapi.ContainerStatsFilter) []*runtimeapi.Co
 // SandboxStats returns the stats of a sandbox's running containers.
 func (m *Manager) SandboxStats(sandboxID string) []*runtimeapi.ContainerStats {
 	var out []*runtimeapi.ContainerStats
-	for _, c := range m.all() {
+	for _, c := range m.index.All() {
 		if v := c.view(); v != nil && v.SandboxID == sandboxID && v.State == StateRunning {
 			out = append(out, m.stats(c))
 		}
@@ -85,7 +85,7 @@ func (m *Manager) SandboxStats(sandboxID string) []*runtimeapi.ContainerStats {
 // SandboxPids counts the processes in a sandbox's running containers.
 func (m *Manager) SandboxPids(sandboxID string) uint64 {
 	var n uint64
-	for _, c := range m.all() {
+	for _, c := range m.index.All() {
 		if v := c.view(); v != nil && v.SandboxID == sandboxID && v.State == StateRunning {
 			if cg, err := stats.ReadCgroup(v.CgroupsPath); err == nil {
 				n += cg.Pids

@@ -26,7 +26,7 @@ func criState(s State) runtimeapi.ContainerState {
 // Status is ContainerStatus; info carries the PID and the OCI spec when
 // verbose.
 func (m *Manager) Status(id string, verbose bool) (*runtimeapi.ContainerStatus, map[string]string, error) {
-	c, err := m.get(id)
+	c, err := m.index.Get(id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -92,7 +92,7 @@ func readSpec(bundle string) (json.RawMessage, error) {
 // sandbox ID and label selector.
 func (m *Manager) List(f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
 	var out []*runtimeapi.Container
-	for _, c := range m.all() {
+	for _, c := range m.index.All() {
 		v := c.view()
 		if v == nil || v.State == StateCreating {
 			continue

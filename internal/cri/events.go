@@ -5,6 +5,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/lifecycle"
 )
 
 // eventBuffer is how many events a slow subscriber may fall behind before
@@ -23,9 +25,17 @@ func NewEvents() *Events {
 	return &Events{subs: map[chan *runtimeapi.ContainerEventResponse]struct{}{}}
 }
 
-// Publish sends an event to every subscriber; one that cannot keep up is
+// Emit publishes a lifecycle event of the sandbox and container managers.
+// The event names its objects only; the CRI payload is built here, where
+// the statuses are, so that the pod_sandbox_status and containers_statuses
+// evented PLEG wants (issue 13) are added in this one place.
+func (e *Events) Emit(ev lifecycle.Event) {
+	e.publish(&runtimeapi.ContainerEventResponse{ContainerId: ev.ContainerID, ContainerEventType: ev.Type})
+}
+
+// publish sends an event to every subscriber; one that cannot keep up is
 // closed, never waited for.
-func (e *Events) Publish(ev *runtimeapi.ContainerEventResponse) {
+func (e *Events) publish(ev *runtimeapi.ContainerEventResponse) {
 	if ev.CreatedAt == 0 {
 		ev.CreatedAt = time.Now().UnixNano()
 	}

@@ -117,18 +117,50 @@ func (s *RuntimeServer) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPo
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
 }
 
+// StopPodSandbox stops the pod's containers, then its sandbox. The sandbox
+// and container managers know nothing of each other: the steps that span
+// both are driven here. Unknown IDs succeed, as the CRI requires.
 func (s *RuntimeServer) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
-	if err := s.opts.Sandboxes.Stop(ctx, req.GetPodSandboxId()); err != nil {
+	if _, err := s.stopPod(ctx, req.GetPodSandboxId()); err != nil {
 		return nil, toStatus(err)
 	}
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
 
+// RemovePodSandbox stops the pod as StopPodSandbox does, then removes its
+// containers and their monitor, then the sandbox.
 func (s *RuntimeServer) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
-	if err := s.opts.Sandboxes.Remove(ctx, req.GetPodSandboxId()); err != nil {
+	id, err := s.stopPod(ctx, req.GetPodSandboxId())
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("remove: %w", err))
+	}
+	if id == "" {
+		return &runtimeapi.RemovePodSandboxResponse{}, nil
+	}
+	if err := s.opts.Containers.RemoveSandbox(ctx, id); err != nil {
+		return nil, toStatus(fmt.Errorf("sandbox %s: remove containers: %w", id, err))
+	}
+	if err := s.opts.Sandboxes.Remove(ctx, id); err != nil {
 		return nil, toStatus(err)
 	}
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}
+
+// stopPod stops the containers of the sandbox id names (in full or by a
+// unique prefix), then the sandbox, and returns its full ID; empty, with
+// nothing done, when no sandbox has that ID.
+func (s *RuntimeServer) stopPod(ctx context.Context, id string) (string, error) {
+	full, err := s.opts.Sandboxes.ID(id)
+	if errdefs.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := s.opts.Containers.StopSandbox(ctx, full); err != nil {
+		return "", fmt.Errorf("sandbox %s: stop containers: %w", full, err)
+	}
+	return full, s.opts.Sandboxes.Stop(ctx, full)
 }
 
 func (s *RuntimeServer) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {

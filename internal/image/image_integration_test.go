@@ -32,8 +32,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
-
-	"github.com/huskrt/husk/internal/config"
 )
 
 // testRegistry is an in-process registry on 127.0.0.1 counting requests.
@@ -96,7 +94,7 @@ func (r *testRegistry) push(t *testing.T, repoTag string, img v1.Image) {
 	}
 }
 
-func newService(t *testing.T, root string, db *bolt.DB, regs map[string]config.Registry) *Service {
+func newService(t *testing.T, root string, db *bolt.DB, regs map[string]Registry) *Service {
 	t.Helper()
 	s, err := New(Options{Root: root, DB: db, Registries: regs, PullProgressTimeout: 2 * time.Second})
 	if err != nil {
@@ -115,12 +113,12 @@ func openDB(t *testing.T, dir string) *bolt.DB {
 	return db
 }
 
-func mirror(hosts ...string) map[string]config.Registry {
+func mirror(hosts ...string) map[string]Registry {
 	var eps []string
 	for _, h := range hosts {
 		eps = append(eps, "http://"+h)
 	}
-	return map[string]config.Registry{"*": {Endpoints: eps, SkipUpstream: true}}
+	return map[string]Registry{"*": {Endpoints: eps, SkipUpstream: true}}
 }
 
 // layerOf builds a layer from tar entries.
@@ -246,6 +244,64 @@ func TestPullResolveRemove(t *testing.T) {
 	if err := s.Remove("never-pulled"); err != nil {
 		t.Errorf("remove unknown: %v", err)
 	}
+}
+
+// Layers a container holds stay when their image is removed, until the
+// container releases them; holding a layer that is gone is NotFound.
+func TestHeldLayersOutliveTheirImage(t *testing.T) {
+	needRoot(t)
+	reg := newRegistry(t, nil)
+	img, err := random.Image(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.push(t, "library/held:1", img)
+	dir := t.TempDir()
+	s := newService(t, filepath.Join(dir, "images"), openDB(t, dir), mirror(reg.host))
+	id, err := s.Pull(context.Background(), "held:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.Resolve(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two owners, one of them holding in two steps (an image volume adds
+	// its layers to its container's).
+	if err := s.HoldLayers("c1", rec.Layers[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.HoldLayers("c1", rec.Layers); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.HoldLayers("c2", rec.Layers[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	layers := func() int {
+		ents, _ := os.ReadDir(filepath.Join(dir, "images", "layers"))
+		return len(ents)
+	}
+	for _, step := range []struct {
+		release string
+		want    int
+	}{{"", 2}, {"c1", 1}, {"c1", 1}, {"c2", 0}} {
+		if step.release != "" {
+			s.ReleaseLayers(step.release)
+		}
+		if err := s.GC(); err != nil {
+			t.Fatal(err)
+		}
+		if got := layers(); got != step.want {
+			t.Errorf("after releasing %q: %d layers left, want %d", step.release, got, step.want)
+		}
+	}
+	if err := s.HoldLayers("c3", rec.Layers); !errdefs.IsNotFound(err) {
+		t.Errorf("hold of collected layers: %v, want NotFound", err)
+	}
+	s.ReleaseLayers("c3")
 }
 
 func TestWhiteoutsBecomeOverlayWhiteouts(t *testing.T) {
@@ -497,7 +553,9 @@ func TestRestartRemovesOrphans(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	newService(t, root, db, nil)
+	if err := newService(t, root, db, nil).GC(); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{"layers/deadbeef", "blobs/sha256/deadbeef", "tmp/layer-123"} {
 		if _, err := os.Stat(filepath.Join(root, p)); err == nil {
 			t.Errorf("%s survived the restart", p)
@@ -548,10 +606,10 @@ func TestTLSCAAndTokenAuth(t *testing.T) {
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	regs := func(ca string) map[string]config.Registry {
-		return map[string]config.Registry{"*": {Endpoints: []string{"https://" + host}, SkipUpstream: true, CAFile: ca}}
+	regs := func(ca string) map[string]Registry {
+		return map[string]Registry{"*": {Endpoints: []string{"https://" + host}, SkipUpstream: true, CAFile: ca}}
 	}
-	pull := func(name string, regs map[string]config.Registry, auth *Auth) (string, error) {
+	pull := func(name string, regs map[string]Registry, auth *Auth) (string, error) {
 		d := filepath.Join(dir, name)
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)

@@ -32,7 +32,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/huskrt/husk/internal/atomicfile"
-	"github.com/huskrt/husk/internal/config"
 )
 
 // Auth is the credentials of a pull request.
@@ -54,7 +53,7 @@ func (a *Auth) authenticator() authn.Authenticator {
 type endpoint struct {
 	host     string // host[:port]
 	insecure bool   // plain HTTP
-	cfg      config.Registry
+	cfg      Registry
 }
 
 // endpoints lists, in order, the mirrors configured for host (or for "*"),

@@ -2,6 +2,7 @@ package image
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -17,7 +18,6 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/huskrt/husk/internal/atomicfile"
-	"github.com/huskrt/husk/internal/config"
 )
 
 // Buckets of the image records in the daemon's database.
@@ -31,15 +31,31 @@ type Options struct {
 	// Root holds blobs/, layers/ and tmp/.
 	Root string
 	// DB is the daemon's database; images keep their own buckets in it.
-	DB                  *bolt.DB
-	Registries          map[string]config.Registry
+	DB *bolt.DB
+	// Registries configure pulls by registry host; "*" matches any host
+	// without its own entry.
+	Registries          map[string]Registry
 	PullProgressTimeout time.Duration
 	// PinnedImages are references reported pinned (the pause image).
 	PinnedImages []string
-	// LayersInUse, when set, lists layers (diff IDs) that containers use:
-	// they stay when their images are removed.
-	LayersInUse func() []string
-	Logger      *slog.Logger
+	Logger       *slog.Logger
+}
+
+// Registry configures pulls from one registry host. cmd/huskd maps the
+// config's [registries."<host>"] tables to it.
+type Registry struct {
+	// Endpoints are tried in order; http:// ones are used as plain HTTP.
+	Endpoints []string
+	// SkipUpstream never falls back to the registry host itself.
+	SkipUpstream bool
+	Username     string
+	Password     string
+	// Auth is base64("user:password"), as in a docker config.
+	Auth          string
+	IdentityToken string
+	// CAFile is a PEM bundle trusted for this registry's TLS endpoints.
+	CAFile             string
+	InsecureSkipVerify bool
 }
 
 // Image is an image record, persisted as JSON.
@@ -84,11 +100,13 @@ type Service struct {
 	// pull just unpacked is never removed before its record exists.
 	mu sync.Mutex
 
-	// pendingMu guards pending: layers (diff ID hex) and blobs (digest
-	// hex) of pulls that have not recorded their image yet, which GC
-	// must keep.
-	pendingMu sync.Mutex
-	pending   map[string]int
+	// heldMu guards held and owners. held counts the holds on layers
+	// (diff ID hex) and blobs (digest hex) that GC must keep whether or
+	// not a record refers to them: those of pulls that have not recorded
+	// their image yet, and the layers each owner (a container) holds.
+	heldMu sync.Mutex
+	held   map[string]int
+	owners map[string]map[string]bool
 
 	// indexMu guards index, the records by ID: what the database holds,
 	// kept in memory so listing does not decode every record.
@@ -96,8 +114,9 @@ type Service struct {
 	index   map[string]*Image
 }
 
-// New opens the store and removes what no record refers to (layers and
-// blobs left by a crash mid-pull, temporary downloads).
+// New opens the store and clears temporary downloads. Call GC once the
+// owners of layers (containers) hold them: only then may what no record
+// refers to go.
 func New(opts Options) (*Service, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -121,7 +140,7 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
-	s := &Service{opts: opts, log: opts.Logger, index: map[string]*Image{}, pending: map[string]int{}}
+	s := &Service{opts: opts, log: opts.Logger, index: map[string]*Image{}, held: map[string]int{}, owners: map[string]map[string]bool{}}
 	err = opts.DB.View(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketImages)).ForEach(func(k, v []byte) error {
 			var img Image
@@ -145,12 +164,19 @@ func New(opts Options) (*Service, error) {
 	if _, err := atomicfile.RemoveTemps(filepath.Join(opts.Root, "blobs", "sha256")); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
-	if removed, err := s.gc(); err != nil {
-		return nil, err
-	} else if len(removed) > 0 {
+	return s, nil
+}
+
+// GC removes the layers and blobs that no record refers to and nobody
+// holds: what a crash left behind (mid-pull, or after the last container
+// using a removed image's layers was removed). huskd calls it at start,
+// once the recovered containers hold their layers.
+func (s *Service) GC() error {
+	removed, err := s.gc()
+	if len(removed) > 0 {
 		s.log.Info("removed image data no image refers to", "items", removed)
 	}
-	return s, nil
+	return err
 }
 
 func (s *Service) layerDir(diffID string) string {
@@ -329,11 +355,6 @@ func (s *Service) gcLocked() ([]string, error) {
 		return nil, err
 	}
 	usedLayers, usedBlobs := map[string]bool{}, map[string]bool{}
-	if s.opts.LayersInUse != nil {
-		for _, l := range s.opts.LayersInUse() {
-			usedLayers[strings.TrimPrefix(l, "sha256:")] = true
-		}
-	}
 	for _, img := range imgs {
 		for _, l := range img.Layers {
 			usedLayers[strings.TrimPrefix(l, "sha256:")] = true
@@ -354,7 +375,7 @@ func (s *Service) gcLocked() ([]string, error) {
 		}
 		for _, e := range ents {
 			// A temporary blob is a pull's, written as GC runs.
-			if used[e.Name()] || s.isPending(e.Name()) || atomicfile.IsTemp(e.Name()) {
+			if used[e.Name()] || s.isHeld(e.Name()) || atomicfile.IsTemp(e.Name()) {
 				continue
 			}
 			if err := os.RemoveAll(filepath.Join(s.opts.Root, dir, e.Name())); err != nil {
@@ -389,26 +410,77 @@ func (s *Service) FsInfo() (bytes, inodes uint64, mountpoint string, err error) 
 
 // hold protects the named layers and blobs from GC until release.
 func (s *Service) hold(hexes []string) (release func()) {
-	s.pendingMu.Lock()
+	s.heldMu.Lock()
 	for _, h := range hexes {
-		s.pending[h]++
+		s.held[h]++
 	}
-	s.pendingMu.Unlock()
+	s.heldMu.Unlock()
 	return func() {
-		s.pendingMu.Lock()
+		s.heldMu.Lock()
 		for _, h := range hexes {
-			if s.pending[h]--; s.pending[h] <= 0 {
-				delete(s.pending, h)
-			}
+			s.unholdLocked(h)
 		}
-		s.pendingMu.Unlock()
+		s.heldMu.Unlock()
 	}
 }
 
-func (s *Service) isPending(hex string) bool {
-	s.pendingMu.Lock()
-	defer s.pendingMu.Unlock()
-	return s.pending[hex] > 0
+// unholdLocked drops one hold on hex; heldMu must be held.
+func (s *Service) unholdLocked(hex string) {
+	if s.held[hex]--; s.held[hex] <= 0 {
+		delete(s.held, hex)
+	}
+}
+
+func (s *Service) isHeld(hex string) bool {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	return s.held[hex] > 0
+}
+
+// HoldLayers keeps layers (diff IDs) from GC while owner holds them, even
+// once no image refers to them: a container holds its image's layers from
+// CreateContainer, and again at recovery, until RemoveContainer, the way a
+// containerd lease holds content. The holds of one owner add up (an image
+// volume adds its layers to its container's); ReleaseLayers drops them all.
+// A layer that is not unpacked (its image was removed and collected before
+// the hold) is NotFound; the hold is kept until released all the same.
+func (s *Service) HoldLayers(owner string, diffIDs []string) error {
+	// s.mu orders the hold with GC: a layer present below stays.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.heldMu.Lock()
+	set := s.owners[owner]
+	if set == nil {
+		set = map[string]bool{}
+		s.owners[owner] = set
+	}
+	for _, l := range diffIDs {
+		if h := strings.TrimPrefix(l, "sha256:"); !set[h] {
+			set[h] = true
+			s.held[h]++
+		}
+	}
+	s.heldMu.Unlock()
+	for _, l := range diffIDs {
+		if _, err := os.Stat(s.layerDir(l)); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("layer %s is not unpacked (its image was removed): %w", l, errdefs.ErrNotFound)
+		} else if err != nil {
+			return fmt.Errorf("layer %s: %w", l, err)
+		}
+	}
+	return nil
+}
+
+// ReleaseLayers drops every hold of owner; the layers go at the next GC
+// if no image refers to them. Releasing an owner that holds nothing
+// succeeds.
+func (s *Service) ReleaseLayers(owner string) {
+	s.heldMu.Lock()
+	defer s.heldMu.Unlock()
+	for h := range s.owners[owner] {
+		s.unholdLocked(h)
+	}
+	delete(s.owners, owner)
 }
 
 func isHex(s string) bool {

@@ -27,20 +27,17 @@
 package sandbox
 
 import (
-	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
-	"time"
 
-	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/huskrt/husk/internal/ids"
+	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/store"
@@ -82,7 +79,14 @@ type Record struct {
 	BootID     string `json:"bootId,omitempty"`
 	// ShmPath is the pod's /dev/shm tmpfs, mounted by huskd; empty for
 	// host IPC.
-	ShmPath     string `json:"shmPath,omitempty"`
+	ShmPath string `json:"shmPath,omitempty"`
+	// CgroupParent is the pod's effective cgroup parent (the config's,
+	// else huskd's default, else the driver's), fixed at Run: the infra
+	// and every container of the pod go under it, whatever the config
+	// says later. Records made before it existed get it at recovery,
+	// from CgroupsPath.
+	CgroupParent string `json:"cgroupParent,omitempty"`
+	// CgroupsPath is the infra's cgroup, under CgroupParent.
 	CgroupsPath string `json:"cgroupsPath,omitempty"`
 	// InfraCreated records that the runtime was asked to create the infra
 	// container, so undo and stop know to delete it.
@@ -112,9 +116,9 @@ type Sandbox struct {
 	// infra watches the infra process; nil when none is watched.
 	infra *watchedProcess
 
-	// snapshot is a copy of rec for readers (status, list) that must not
-	// wait behind a slow operation holding mu.
-	snapshot atomic.Pointer[Record]
+	// snapshot is the last persisted copy of rec for readers (status,
+	// list) that must not wait behind a slow operation holding mu.
+	snapshot lifecycle.Snapshot[Record]
 }
 
 // view returns the last published copy of the record.
@@ -125,23 +129,6 @@ func (sb *Sandbox) view() *Record {
 	return &Record{ID: sb.rec.ID, State: StateCreating}
 }
 
-// setView publishes rec; sb.mu must be held.
-func (sb *Sandbox) setView() {
-	r := sb.rec
-	r.IPs = append([]string(nil), sb.rec.IPs...)
-	sb.snapshot.Store(&r)
-}
-
-// EventType is a sandbox lifecycle event, for GetContainerEvents.
-type EventType int
-
-const (
-	EventCreated EventType = iota
-	EventStarted
-	EventStopped
-	EventDeleted
-)
-
 // Options configure a Manager. cmd/huskd builds them from the config.
 type Options struct {
 	// StateDir holds per-sandbox runtime files (<StateDir>/sandboxes/<id>)
@@ -151,14 +138,13 @@ type Options struct {
 	NetnsDir string
 	Store    *store.Store
 	Network  *network.Manager
-	// Runtimes maps handler names to their runtime; DefaultRuntime is used
-	// for the empty handler.
-	Runtimes       map[string]*ociruntime.Runtime
-	DefaultRuntime string
+	// Runtimes is the runtime of each RuntimeClass handler.
+	Runtimes *ociruntime.Handlers
 	// PauseBinary is copied into the read-only infra rootfs.
 	PauseBinary  string
 	CgroupDriver string
-	// CgroupParent is used when a sandbox config names none.
+	// CgroupParent is used when a sandbox config names none; empty is the
+	// driver's default.
 	CgroupParent string
 	ShmSize      int64
 	// InfraOOMScoreAdj is clamped to what the node allows.
@@ -166,18 +152,9 @@ type Options struct {
 	// HostResolvConf is copied for pods without DNSConfig; default
 	// /etc/resolv.conf.
 	HostResolvConf string
-	// StopContainers, when set, stops the sandbox's containers before its
-	// infra is killed.
-	StopContainers func(ctx context.Context, sandboxID string) error
-	// RemoveContainers, when set, removes the sandbox's containers (and
-	// their monitor) before the sandbox's files go.
-	RemoveContainers func(ctx context.Context, sandboxID string) error
-	// KnownContainer, when set, tells recovery which runtime containers
-	// that are not sandboxes belong to a known container.
-	KnownContainer func(id string) bool
-	// OnEvent, when set, hears every lifecycle event; it must not block.
-	OnEvent func(sandboxID string, t EventType)
-	Logger  *slog.Logger
+	// Events hears every lifecycle event; nil hears nothing.
+	Events lifecycle.Events
+	Logger *slog.Logger
 }
 
 // Manager runs every sandbox.
@@ -188,11 +165,8 @@ type Manager struct {
 	oomScoreAdj int
 	bootID      string
 	watcher     *watcher
-
-	// mu guards the index maps only, never a sandbox's state.
-	mu     sync.Mutex
-	byID   map[string]*Sandbox
-	byName map[string]*Sandbox
+	index       *lifecycle.Index[*Sandbox]
+	records     lifecycle.Records[Record]
 }
 
 // New prepares the infra rootfs and the watcher. Call Recover before serving.
@@ -203,14 +177,18 @@ func New(opts Options) (*Manager, error) {
 	if opts.HostResolvConf == "" {
 		opts.HostResolvConf = "/etc/resolv.conf"
 	}
-	if _, ok := opts.Runtimes[opts.DefaultRuntime]; !ok {
-		return nil, fmt.Errorf("default runtime %q is not configured", opts.DefaultRuntime)
+	if opts.Events == nil {
+		opts.Events = lifecycle.Discard
+	}
+	if opts.Runtimes == nil || opts.Network == nil || opts.Store == nil {
+		return nil, errors.New("sandbox manager: Runtimes, Network and Store are required")
 	}
 	m := &Manager{
-		opts:   opts,
-		log:    opts.Logger,
-		byID:   map[string]*Sandbox{},
-		byName: map[string]*Sandbox{},
+		opts:  opts,
+		log:   opts.Logger,
+		index: lifecycle.NewIndex[*Sandbox]("pod sandbox"),
+		records: lifecycle.Records[Record]{Store: opts.Store, Bucket: store.Sandboxes, Names: store.SandboxNames,
+			What: "sandbox", IDKey: "pod_sandbox_id"},
 	}
 	if err := os.MkdirAll(filepath.Join(opts.StateDir, "sandboxes"), 0o711); err != nil {
 		return nil, fmt.Errorf("sandbox state dir: %w", err)
@@ -233,68 +211,29 @@ func New(opts Options) (*Manager, error) {
 // Close stops the watcher. Running pods are left alone.
 func (m *Manager) Close() error { return m.watcher.close() }
 
-// runtimeFor resolves a RuntimeClass handler.
-func (m *Manager) runtimeFor(handler string) (*ociruntime.Runtime, string, error) {
-	if handler == "" {
-		handler = m.opts.DefaultRuntime
+// ID returns the full ID of the sandbox id names (in full or by a unique
+// prefix), whatever its state: NotFound when none does. The handlers use it
+// before the steps that span the sandbox and its containers.
+func (m *Manager) ID(id string) (string, error) {
+	sb, err := m.index.Get(id)
+	if err != nil {
+		return "", err
 	}
-	r, ok := m.opts.Runtimes[handler]
-	if !ok {
-		return nil, "", fmt.Errorf("runtime handler %q is not configured: %w", handler, errdefs.ErrInvalidArgument)
-	}
-	return r, handler, nil
+	return sb.rec.ID, nil // immutable once indexed
 }
 
-// get finds a sandbox by full ID or unique ID prefix, as crictl users type.
-func (m *Manager) get(id string) (*Sandbox, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return ids.Find(m.byID, id, "pod sandbox")
-}
-
-// sandboxes returns a snapshot of the index.
-func (m *Manager) sandboxes() []*Sandbox {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make([]*Sandbox, 0, len(m.byID))
-	for _, sb := range m.byID {
-		out = append(out, sb)
-	}
-	return out
-}
-
-func (m *Manager) index(sb *Sandbox) {
-	m.mu.Lock()
-	m.byID[sb.rec.ID] = sb
-	m.byName[sb.rec.Name] = sb
-	m.mu.Unlock()
-}
-
-func (m *Manager) unindex(sb *Sandbox) {
-	m.mu.Lock()
-	if m.byID[sb.rec.ID] == sb {
-		delete(m.byID, sb.rec.ID)
-	}
-	if m.byName[sb.rec.Name] == sb {
-		delete(m.byName, sb.rec.Name)
-	}
-	m.mu.Unlock()
-}
+// unindex drops sb from the index.
+func (m *Manager) unindex(sb *Sandbox) { m.index.Remove(sb.rec.ID, sb.rec.Name, sb) }
 
 // persistLocked writes the record and publishes it to readers; sb.mu must
 // be held.
 func (m *Manager) persistLocked(sb *Sandbox) error {
-	if err := m.opts.Store.Put(store.Sandboxes, sb.rec.ID, &sb.rec); err != nil {
-		return fmt.Errorf("sandbox %s: persist: %w", sb.rec.ID, err)
-	}
-	sb.setView()
-	return nil
+	return m.records.Put(sb.rec.ID, &sb.rec, &sb.snapshot)
 }
 
-func (m *Manager) emit(id string, t EventType) {
-	if m.opts.OnEvent != nil {
-		m.opts.OnEvent(id, t)
-	}
+// emit tells the listener of a lifecycle event of sandbox id.
+func (m *Manager) emit(id string, t runtimeapi.ContainerEventType) {
+	m.opts.Events.Emit(lifecycle.Event{ContainerID: id, SandboxID: id, Type: t})
 }
 
 // dir is the sandbox's runtime directory.
@@ -322,7 +261,7 @@ type Info struct {
 
 func (m *Manager) info(sb *Sandbox, v *Record) (map[string]string, error) {
 	root := ""
-	if r, _, err := m.runtimeFor(v.Handler); err == nil {
+	if r, err := m.opts.Runtimes.Get(v.Handler); err == nil {
 		root = r.Root
 	}
 	b, err := json.Marshal(Info{
@@ -334,10 +273,4 @@ func (m *Manager) info(sb *Sandbox, v *Record) (map[string]string, error) {
 		return nil, fmt.Errorf("sandbox %s: encode info: %w", v.ID, err)
 	}
 	return map[string]string{"info": string(b)}, nil
-}
-
-// freshContext is for cleanup: the request's context may be spent, but undo
-// and CNI DEL must still run, bounded.
-func freshContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), time.Minute)
 }

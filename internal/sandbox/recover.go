@@ -2,124 +2,141 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/huskrt/husk/internal/store"
+	"github.com/huskrt/husk/internal/oci"
 )
 
 // Recover loads every sandbox record after a (re)start and reconciles it
 // with the machine: a READY sandbox whose infra still runs is watched again;
 // one whose infra is gone (killed while huskd was down, or a reboot) is
 // NOTREADY; a Run cut short by a crash is undone. Then what belongs to no
-// sandbox is released: CNI attachments, netns pins and sandbox dirs. It
+// sandbox is released: CNI attachments, netns pins, runtime containers and
+// sandbox dirs. containers are the IDs of the known app containers, which
+// recover first: their runtime state is theirs, not a lost sandbox's. It
 // never deletes a record a user can still see.
-func (m *Manager) Recover(ctx context.Context) error {
-	var recs []Record
-	err := m.opts.Store.List(store.Sandboxes, func(id string, data []byte) error {
-		var r Record
-		if err := json.Unmarshal(data, &r); err != nil {
-			m.log.Error("skipping undecodable sandbox record", "pod_sandbox_id", id, "error", err)
-			return nil
-		}
-		recs = append(recs, r)
-		return nil
-	})
+func (m *Manager) Recover(ctx context.Context, containers []string) error {
+	recs, err := m.records.Load(m.log)
 	if err != nil {
-		return fmt.Errorf("load sandboxes: %w", err)
+		return err
 	}
-	var counts = map[State]int{}
+	counts := map[State]int{}
 	for _, r := range recs {
-		cfg := &runtimeapi.PodSandboxConfig{}
-		if err := proto.Unmarshal(r.Config, cfg); err != nil {
-			m.log.Error("sandbox record has an undecodable config; keeping it NOTREADY", "pod_sandbox_id", r.ID, "error", err)
-		}
-		sb := &Sandbox{rec: r, config: cfg, done: make(chan struct{})}
-		close(sb.done)
-		sb.setView()
-		m.index(sb)
-		log := m.logger(&sb.rec, cfg)
-
+		sb := m.load(r)
 		sb.mu.Lock()
-		switch r.State {
-		case StateCreating:
-			// Whatever the cut-short Run did is unknown: undo every step.
-			sb.rec.InfraCreated = true
-			if r.NetnsPath != "" {
-				sb.rec.NetworkAttached = true
-			}
-			if err := m.undoLocked(sb, log); err != nil {
-				log.Error("undo of interrupted RunPodSandbox incomplete; kept NOTREADY", "error", err)
-			} else {
-				log.Info("undid interrupted RunPodSandbox")
-			}
-		case StateReady:
-			if !m.infraAlive(&sb.rec) {
-				sb.rec.State = StateNotReady
-				if err := m.persistLocked(sb); err != nil {
-					log.Error("persist NOTREADY", "error", err)
-				}
-				log.Warn("infra process gone while huskd was down: sandbox NOTREADY", "pid", r.InfraPID)
-				break
-			}
-			p, err := m.watcher.watch(r.InfraPID, func() { m.infraExited(sb) })
-			if err != nil {
-				if !errors.Is(err, errProcessGone) {
-					log.Error("watch infra", "error", err)
-				}
-				sb.rec.State = StateNotReady
-				_ = m.persistLocked(sb)
-				break
-			}
-			sb.infra = p
-		}
+		m.reconcileLocked(sb)
 		counts[sb.rec.State]++
 		sb.mu.Unlock()
 	}
 	m.log.Info("sandboxes recovered", "ready", counts[StateReady], "notready", counts[StateNotReady])
 
-	known := func(id string) bool {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		_, ok := m.byID[id]
-		return ok
-	}
-	rel, err := m.opts.Network.GC(ctx, known)
+	rel, err := m.opts.Network.GC(ctx, m.index.Has)
 	if err != nil {
 		m.log.Error("release of unowned network state incomplete", "error", err)
 	}
 	if len(rel.Attachments) > 0 || len(rel.Netns) > 0 {
 		m.log.Info("released network state of unknown sandboxes", "cni_attachments", rel.Attachments, "netns", rel.Netns)
 	}
-	m.deleteUnknownContainers(ctx, known)
-	m.removeStrayDirs(known)
+	known := map[string]bool{}
+	for _, id := range containers {
+		known[id] = true
+	}
+	m.deleteUnknownContainers(ctx, func(id string) bool { return known[id] || m.index.Has(id) })
+	m.removeStrayDirs(m.index.Has)
 	return nil
+}
+
+// load indexes a recovered record with its decoded config.
+func (m *Manager) load(r Record) *Sandbox {
+	cfg := &runtimeapi.PodSandboxConfig{}
+	if err := proto.Unmarshal(r.Config, cfg); err != nil {
+		m.log.Error("sandbox record has an undecodable config; keeping it NOTREADY", "pod_sandbox_id", r.ID, "error", err)
+	}
+	sb := &Sandbox{rec: r, config: cfg, done: make(chan struct{})}
+	close(sb.done)
+	sb.snapshot.Publish(&sb.rec)
+	m.index.Add(r.ID, r.Name, sb)
+	return sb
+}
+
+// reconcileLocked brings a recovered sandbox in line with the machine;
+// sb.mu must be held.
+func (m *Manager) reconcileLocked(sb *Sandbox) {
+	log := m.logger(&sb.rec, sb.config)
+	switch sb.rec.State {
+	case StateCreating:
+		// Whatever the cut-short Run did is unknown: undo every step.
+		sb.rec.InfraCreated = true
+		if sb.rec.NetnsPath != "" {
+			sb.rec.NetworkAttached = true
+		}
+		if err := m.undoLocked(sb, log); err != nil {
+			log.Error("undo of interrupted RunPodSandbox incomplete; kept NOTREADY", "error", err)
+		} else {
+			log.Info("undid interrupted RunPodSandbox")
+		}
+		return
+	case StateReady:
+		m.watchAgainLocked(sb, log)
+	}
+	if sb.rec.CgroupParent == "" && sb.rec.CgroupsPath != "" {
+		// A record made before records kept the parent: the infra's
+		// cgroup says where the pod is, whatever the config says now.
+		sb.rec.CgroupParent = oci.CgroupParentOf(sb.rec.CgroupsPath, sb.rec.ID)
+		if err := m.persistLocked(sb); err != nil {
+			log.Error("persist cgroup parent", "error", err)
+		}
+	}
+}
+
+// watchAgainLocked watches a READY sandbox's infra again, or makes the
+// sandbox NOTREADY when the infra is gone; sb.mu must be held.
+func (m *Manager) watchAgainLocked(sb *Sandbox, log *slog.Logger) {
+	r := &sb.rec
+	if !m.infraAlive(r) {
+		r.State = StateNotReady
+		if err := m.persistLocked(sb); err != nil {
+			log.Error("persist NOTREADY", "error", err)
+		}
+		log.Warn("infra process gone while huskd was down: sandbox NOTREADY", "pid", r.InfraPID)
+		return
+	}
+	p, err := m.watcher.watch(r.InfraPID, func() { m.infraExited(sb) })
+	if err != nil {
+		if !errors.Is(err, errProcessGone) {
+			log.Error("watch infra", "error", err)
+		}
+		r.State = StateNotReady
+		_ = m.persistLocked(sb)
+		return
+	}
+	sb.infra = p
 }
 
 // deleteUnknownContainers deletes, from every handler's runtime state, the
 // containers no record knows: an infra whose record was lost would
 // otherwise run, and hold its cgroup, forever.
 func (m *Manager) deleteUnknownContainers(ctx context.Context, known func(string) bool) {
-	for handler, rt := range m.opts.Runtimes {
+	for _, rt := range m.opts.Runtimes.All() {
 		ents, err := os.ReadDir(rt.Root)
 		if err != nil {
 			continue
 		}
 		for _, e := range ents {
-			if !e.IsDir() || known(e.Name()) || (m.opts.KnownContainer != nil && m.opts.KnownContainer(e.Name())) {
+			if !e.IsDir() || known(e.Name()) {
 				continue
 			}
 			if err := rt.Delete(ctx, e.Name()); err != nil {
-				m.log.Error("delete container of no known sandbox", "handler", handler, "container_id", e.Name(), "error", err)
+				m.log.Error("delete container of no known sandbox", "handler", rt.Handler, "container_id", e.Name(), "error", err)
 				continue
 			}
-			m.log.Info("deleted container of no known sandbox", "handler", handler, "container_id", e.Name())
+			m.log.Info("deleted container of no known sandbox", "handler", rt.Handler, "container_id", e.Name())
 		}
 	}
 }

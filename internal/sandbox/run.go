@@ -21,7 +21,6 @@ import (
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
-	"github.com/huskrt/husk/internal/store"
 )
 
 // stepTimeout bounds one runtime or CNI step that runs detached from the
@@ -42,105 +41,84 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	if err := ValidateConfig(cfg); err != nil {
 		return "", err
 	}
-	rt, handler, err := m.runtimeFor(handler)
+	rt, err := m.opts.Runtimes.Get(handler)
 	if err != nil {
 		return "", err
 	}
-	name := Name(cfg.GetMetadata())
 	raw, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)
 	if err != nil {
 		return "", fmt.Errorf("encode sandbox config: %w", err)
 	}
-	sum := sha256.Sum256(append([]byte(handler+"\x00"), raw...))
+	sum := sha256.Sum256(append([]byte(rt.Handler+"\x00"), raw...))
 	hash := hex.EncodeToString(sum[:])
-
+	name := Name(cfg.GetMetadata())
 	for {
-		m.mu.Lock()
-		holder := m.byName[name]
-		if holder == nil {
-			sb := &Sandbox{config: cfg, done: make(chan struct{})}
-			sb.rec = Record{
-				ID: ids.New(), Name: name, ConfigHash: hash, Config: raw, Handler: handler,
-				State: StateCreating, CreatedAt: time.Now().UnixNano(),
-			}
-			// sb is new: nobody else can hold its lock, so taking it
-			// under m.mu cannot deadlock.
-			sb.mu.Lock()
-			m.byID[sb.rec.ID] = sb
-			m.byName[name] = sb
-			m.mu.Unlock()
-			err := m.create(ctx, sb, rt)
-			sb.runErr = err
-			close(sb.done)
+		sb := &Sandbox{config: cfg, done: make(chan struct{}), rec: Record{
+			ID: ids.New(), Name: name, ConfigHash: hash, Config: raw, Handler: rt.Handler,
+			State: StateCreating, CreatedAt: time.Now().UnixNano(),
+		}}
+		// sb is new: nobody else can hold its lock, so taking it before
+		// the index's cannot deadlock.
+		sb.mu.Lock()
+		if holder, ok := m.index.Reserve(sb.rec.ID, name, sb); !ok {
 			sb.mu.Unlock()
-			if err != nil {
-				return "", err
+			id, retry, err := m.awaitHolder(ctx, holder, hash)
+			if retry {
+				continue
 			}
-			return sb.rec.ID, nil
+			return id, err
 		}
-		m.mu.Unlock()
-
-		if holder.rec.ConfigHash != hash { // immutable after creation
-			return "", fmt.Errorf("pod sandbox name %q is reserved by sandbox %s with a different config: %w", name, holder.rec.ID, errdefs.ErrAlreadyExists)
+		err := m.create(ctx, sb, rt)
+		sb.runErr = err
+		close(sb.done)
+		sb.mu.Unlock()
+		if err != nil {
+			return "", err
 		}
-		select {
-		case <-holder.done:
-		case <-ctx.Done():
-			return "", fmt.Errorf("wait for sandbox %s being created with the same name: %w", holder.rec.ID, ctx.Err())
-		}
-		if holder.runErr != nil {
-			m.mu.Lock()
-			kept := m.byName[name] == holder
-			m.mu.Unlock()
-			if !kept {
-				continue // it was undone and unindexed: try again ourselves
-			}
-			return "", fmt.Errorf("pod sandbox name %q is reserved by sandbox %s, whose creation failed and is not yet cleaned up: %w", name, holder.rec.ID, errdefs.ErrAlreadyExists)
-		}
-		if v := holder.view(); v.State == StateReady {
-			return v.ID, nil
-		}
-		return "", fmt.Errorf("pod sandbox name %q is reserved by sandbox %s, which is not ready: %w", name, holder.rec.ID, errdefs.ErrAlreadyExists)
+		return sb.rec.ID, nil
 	}
 }
 
-// create runs the steps of RunPodSandbox with sb.mu held. On any failure it
-// undoes everything done so far; what cannot be undone leaves the sandbox
-// NOTREADY in the store, to be retried by stop and remove.
+// awaitHolder waits for the Run holding a name wanted with the config of
+// the given hash. An identical Run gives its sandbox; one that failed and
+// was undone lets the caller retry (retry true).
+func (m *Manager) awaitHolder(ctx context.Context, holder *Sandbox, hash string) (id string, retry bool, err error) {
+	hid, name := holder.rec.ID, holder.rec.Name // immutable after creation
+	if holder.rec.ConfigHash != hash {
+		return "", false, fmt.Errorf("pod sandbox name %q is reserved by sandbox %s with a different config: %w", name, hid, errdefs.ErrAlreadyExists)
+	}
+	select {
+	case <-holder.done:
+	case <-ctx.Done():
+		return "", false, fmt.Errorf("wait for sandbox %s being created with the same name: %w", hid, ctx.Err())
+	}
+	if holder.runErr != nil {
+		if h, ok := m.index.Named(name); !ok || h != holder {
+			return "", true, nil // it was undone and unindexed: try again ourselves
+		}
+		return "", false, fmt.Errorf("pod sandbox name %q is reserved by sandbox %s, whose creation failed and is not yet cleaned up: %w", name, hid, errdefs.ErrAlreadyExists)
+	}
+	if v := holder.view(); v.State == StateReady {
+		return v.ID, false, nil
+	}
+	return "", false, fmt.Errorf("pod sandbox name %q is reserved by sandbox %s, which is not ready: %w", name, hid, errdefs.ErrAlreadyExists)
+}
+
+// create runs the steps of RunPodSandbox with sb.mu held. The record is
+// persisted first; after that, any failure undoes every step with one
+// idempotent teardown (undoLocked), which releases what the record says
+// exists. What cannot be undone leaves the sandbox NOTREADY in the store,
+// for stop and remove to retry.
 func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime) (err error) {
 	rec := &sb.rec
-	cfg := sb.config
-	log := m.logger(rec, cfg)
+	log := m.logger(rec, sb.config)
 	timer := phase.Start()
-	nsOpts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	hostNet := nsOpts.GetNetwork() == runtimeapi.NamespaceMode_NODE
-	dir := m.dir(rec.ID)
-	if !hostNet {
-		rec.NetnsPath = filepath.Join(m.opts.NetnsDir, rec.ID)
+	// The record goes to disk before anything it owns exists, so a crash
+	// at any later point leaves something recovery can undo.
+	if err := m.persistNew(sb); err != nil {
+		return err
 	}
-	if nsOpts.GetIpc() != runtimeapi.NamespaceMode_NODE {
-		rec.ShmPath = filepath.Join(dir, "shm")
-	}
-	parent := cfg.GetLinux().GetCgroupParent()
-	if parent == "" {
-		parent = m.opts.CgroupParent
-	}
-	rec.CgroupsPath, err = oci.CgroupsPath(m.opts.CgroupDriver, parent, rec.ID)
-	if err != nil {
-		m.unindex(sb)
-		return fmt.Errorf("sandbox %s: %v: %w", rec.ID, err, errdefs.ErrInvalidArgument)
-	}
-	rec.BootID = m.bootID
-
-	// 1. The record goes to disk before anything it owns exists, so a
-	// crash at any later point leaves something recovery can undo.
-	if err := m.opts.Store.Create(store.Sandboxes, store.SandboxNames, rec.ID, rec.Name, rec); err != nil {
-		m.unindex(sb)
-		return fmt.Errorf("sandbox %s: reserve name %q: %w", rec.ID, rec.Name, err)
-	}
-	sb.setView()
 	timer.Mark("persist")
-
 	defer func() {
 		if err == nil {
 			return
@@ -158,121 +136,198 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 	// request is noticed between steps and undone.
 	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
 	defer cancel()
-	cancelled := func() error {
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"dirs", func() error { return m.makeDirs(sb) }},
+		{"files", func() error { return m.writeFiles(sb) }},
+		{"netns", func() error { return m.createNetns(sb) }},
+		{"infra+network", func() error { return m.startPod(opCtx, sb, rt) }},
+		{"ready", func() error { return m.markReady(sb) }},
+	}
+	for _, step := range steps {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("request ended: %w", err)
+			return fmt.Errorf("request ended before step %s: %w", step.name, err)
 		}
-		return nil
-	}
-
-	// 2. Directories: the sandbox's own and the pod log directory.
-	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return fmt.Errorf("make sandbox dir: %w", err)
-	}
-	if logDir := cfg.GetLogDirectory(); logDir != "" {
-		if _, serr := os.Stat(logDir); errors.Is(serr, os.ErrNotExist) {
-			if err := os.MkdirAll(logDir, 0o755); err != nil {
-				return fmt.Errorf("make log directory: %w", err)
-			}
-			rec.LogDirCreated = true
-		}
-	}
-
-	// 3. resolv.conf, hostname, hosts and the pod's /dev/shm.
-	if err := writeSandboxFiles(dir, cfg, m.opts.HostResolvConf); err != nil {
-		return fmt.Errorf("sandbox files: %w", err)
-	}
-	if rec.ShmPath != "" {
-		if err := mountShm(rec.ShmPath, m.opts.ShmSize); err != nil {
+		if err := step.run(); err != nil {
 			return err
 		}
+		timer.Mark(step.name)
 	}
-	timer.Mark("files")
+	log.Debug("sandbox ready", timer.Attrs()...)
+	m.emit(rec.ID, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
+	m.emit(rec.ID, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
+	return nil
+}
 
-	// 4. Network namespace, pinned. A pod with its own user namespace
-	// gets the one its infra creates (owned by that user namespace, so
-	// its containers can join it), pinned once the infra runs.
-	if err := cancelled(); err != nil {
+// persistNew fixes where everything the sandbox will own goes (netns pin,
+// /dev/shm, cgroup), then writes the record and reserves its name in one
+// transaction: recovery after a crash at any later step knows what to
+// undo. On failure the sandbox leaves the index; nothing else exists yet.
+func (m *Manager) persistNew(sb *Sandbox) error {
+	rec, cfg := &sb.rec, sb.config
+	if hostNet, _ := podNamespaces(cfg); !hostNet {
+		rec.NetnsPath = filepath.Join(m.opts.NetnsDir, rec.ID)
+	}
+	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() != runtimeapi.NamespaceMode_NODE {
+		rec.ShmPath = filepath.Join(m.dir(rec.ID), "shm")
+	}
+	rec.BootID = m.bootID
+	err := m.planCgroup(sb)
+	if err == nil {
+		err = m.records.Create(rec.ID, rec.Name, rec, &sb.snapshot)
+	}
+	if err != nil {
+		m.unindex(sb)
 		return err
 	}
-	_, _, ownUserns := oci.PodIDMappings(cfg)
-	if !hostNet && !ownUserns {
-		p, err := m.opts.Network.CreateNetns(rec.ID)
-		if err != nil {
-			return fmt.Errorf("create network namespace: %w", err)
-		}
-		if p != rec.NetnsPath {
-			rec.NetnsPath = p
-		}
-		timer.Mark("netns")
-	}
+	return nil
+}
 
-	// 5 and 6 run at once: the CNI plugins and the OCI runtime each take
-	// tens of milliseconds and neither needs the other, only the pinned
-	// namespace both use. With a user namespace, CNI waits for the infra.
-	type addResult struct {
-		res network.Result
-		err error
+// planCgroup fixes the pod's cgroup parent (the config's, else huskd's
+// default) and the infra's cgroup under it.
+func (m *Manager) planCgroup(sb *Sandbox) error {
+	rec := &sb.rec
+	parent := sb.config.GetLinux().GetCgroupParent()
+	if parent == "" {
+		parent = m.opts.CgroupParent
 	}
-	var addDone chan addResult
-	setup := func() {
-		rec.NetworkAttached = true
-		addDone = make(chan addResult, 1)
-		att := m.attachment(rec, cfg)
-		go func() {
-			start := time.Now()
-			res, err := m.opts.Network.Setup(opCtx, att)
-			log.Debug("cni add done", "duration", time.Since(start))
-			addDone <- addResult{res, err}
-		}()
+	parent, err := oci.CgroupParent(m.opts.CgroupDriver, parent)
+	if err == nil {
+		rec.CgroupsPath, err = oci.CgroupsPath(m.opts.CgroupDriver, parent, rec.ID)
 	}
-	if !hostNet && !ownUserns {
-		setup()
+	if err != nil {
+		return fmt.Errorf("sandbox %s: %v: %w", rec.ID, err, errdefs.ErrInvalidArgument)
 	}
+	rec.CgroupParent = parent
+	return nil
+}
+
+// podNamespaces tells whether the pod uses the node's network and whether
+// it has a user namespace of its own.
+func podNamespaces(cfg *runtimeapi.PodSandboxConfig) (hostNet, ownUserns bool) {
+	hostNet = cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
+	_, _, ownUserns = oci.PodIDMappings(cfg)
+	return hostNet, ownUserns
+}
+
+// makeDirs makes the sandbox's own dir and, when the kubelet has not, the
+// pod log directory.
+func (m *Manager) makeDirs(sb *Sandbox) error {
+	if err := os.MkdirAll(m.dir(sb.rec.ID), 0o711); err != nil {
+		return fmt.Errorf("make sandbox dir: %w", err)
+	}
+	logDir := sb.config.GetLogDirectory()
+	if logDir == "" {
+		return nil
+	}
+	if _, err := os.Stat(logDir); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return fmt.Errorf("make log directory: %w", err)
+	}
+	sb.rec.LogDirCreated = true
+	return nil
+}
+
+// writeFiles writes resolv.conf, hostname and hosts, and mounts the pod's
+// /dev/shm.
+func (m *Manager) writeFiles(sb *Sandbox) error {
+	if err := writeSandboxFiles(m.dir(sb.rec.ID), sb.config, m.opts.HostResolvConf); err != nil {
+		return fmt.Errorf("sandbox files: %w", err)
+	}
+	if sb.rec.ShmPath == "" {
+		return nil
+	}
+	return mountShm(sb.rec.ShmPath, m.opts.ShmSize)
+}
+
+// createNetns creates and pins the pod's network namespace. A pod with its
+// own user namespace gets the one its infra creates instead (owned by that
+// user namespace, so its containers can join it), pinned by startPod.
+func (m *Manager) createNetns(sb *Sandbox) error {
+	if hostNet, ownUserns := podNamespaces(sb.config); hostNet || ownUserns {
+		return nil
+	}
+	p, err := m.opts.Network.CreateNetns(sb.rec.ID)
+	if err != nil {
+		return fmt.Errorf("create network namespace: %w", err)
+	}
+	sb.rec.NetnsPath = p
+	return nil
+}
+
+// startPod starts the infra and attaches the pod to the network at once:
+// the CNI plugins and the OCI runtime each take tens of milliseconds and
+// neither needs the other, only the pinned namespace both use. With a user
+// namespace, CNI waits for the infra, whose namespace is pinned then.
+func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime) error {
+	rec := &sb.rec
+	hostNet, ownUserns := podNamespaces(sb.config)
+	var added <-chan addResult
 	infraNetns := rec.NetnsPath
+	if !hostNet && !ownUserns {
+		added = m.attach(ctx, sb)
+	}
 	if ownUserns {
 		infraNetns = "" // a new one, created by the runtime in the pod's user namespace
 	}
-	infraErr := m.startInfra(opCtx, sb, rt, dir, infraNetns)
-	timer.Mark("infra")
+	infraErr := m.startInfra(ctx, sb, rt, m.dir(rec.ID), infraNetns)
 	if !hostNet && ownUserns && infraErr == nil {
 		p, err := m.opts.Network.PinNetns(rec.ID, rec.InfraPID)
 		if err != nil {
 			return fmt.Errorf("pin network namespace: %w", err)
 		}
 		rec.NetnsPath = p
-		setup()
+		added = m.attach(ctx, sb)
 	}
-	if addDone != nil {
-		r := <-addDone
-		timer.Mark("network")
+	if added != nil {
+		r := <-added
 		if r.err != nil {
 			return errors.Join(fmt.Errorf("setup network: %w", r.err), infraErr)
 		}
 		rec.IPs = r.res.IPs
 	}
-	if infraErr != nil {
-		return infraErr
-	}
-	if err := cancelled(); err != nil {
-		return err
-	}
+	return infraErr
+}
+
+// addResult is the outcome of a CNI ADD.
+type addResult struct {
+	res network.Result
+	err error
+}
+
+// attach runs CNI ADD in the background. The record says the pod is
+// attached before the ADD starts: a DEL is then never forgotten.
+func (m *Manager) attach(ctx context.Context, sb *Sandbox) <-chan addResult {
+	sb.rec.NetworkAttached = true
+	att := m.attachment(&sb.rec, sb.config)
+	log := m.logger(&sb.rec, sb.config)
+	done := make(chan addResult, 1)
+	go func() {
+		start := time.Now()
+		res, err := m.opts.Network.Setup(ctx, att)
+		log.Debug("cni add done", "duration", time.Since(start))
+		done <- addResult{res, err}
+	}()
+	return done
+}
+
+// markReady makes the sandbox READY, persisted, unless its infra already
+// exited.
+func (m *Manager) markReady(sb *Sandbox) error {
 	select {
 	case <-sb.infra.exited:
-		return fmt.Errorf("infra process %d exited during start", rec.InfraPID)
+		return fmt.Errorf("infra process %d exited during start", sb.rec.InfraPID)
 	default:
 	}
-
-	// 7. READY, persisted.
-	rec.State = StateReady
+	sb.rec.State = StateReady
 	if err := m.persistLocked(sb); err != nil {
-		rec.State = StateCreating
+		sb.rec.State = StateCreating
 		return err
 	}
-	timer.Mark("ready")
-	log.Debug("sandbox ready", timer.Attrs()...)
-	m.emit(rec.ID, EventCreated)
-	m.emit(rec.ID, EventStarted)
 	return nil
 }
 
@@ -356,5 +411,5 @@ func (m *Manager) infraExited(sb *Sandbox) {
 		log.Error("infra exited; persisting NOTREADY failed", "error", err)
 	}
 	log.Warn("infra process exited: sandbox NOTREADY", "pid", sb.rec.InfraPID)
-	m.emit(sb.rec.ID, EventStopped)
+	m.emit(sb.rec.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 }

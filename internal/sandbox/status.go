@@ -20,7 +20,7 @@ func criState(s State) runtimeapi.PodSandboxState {
 // It reads the published snapshot, so it never waits behind a slow stop.
 // A sandbox still being created is not visible yet.
 func (m *Manager) Status(id string, verbose bool) (*runtimeapi.PodSandboxStatus, map[string]string, error) {
-	sb, err := m.get(id)
+	sb, err := m.index.Get(id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -75,7 +75,7 @@ func namespaceOptions(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.NamespaceOpt
 // List returns the sandboxes that match filter (id prefix, state, labels).
 func (m *Manager) List(filter *runtimeapi.PodSandboxFilter) []*runtimeapi.PodSandbox {
 	var out []*runtimeapi.PodSandbox
-	for _, sb := range m.sandboxes() {
+	for _, sb := range m.index.All() {
 		v := sb.view()
 		if v.State == StateCreating {
 			continue
@@ -121,7 +121,7 @@ func labelsMatch(labels, selector map[string]string) bool {
 // Get returns a sandbox's record copy and config, for the packages that
 // build on sandboxes (containers join its namespaces).
 func (m *Manager) Get(id string) (Record, *runtimeapi.PodSandboxConfig, error) {
-	sb, err := m.get(id)
+	sb, err := m.index.Get(id)
 	if err != nil {
 		return Record{}, nil, err
 	}

@@ -10,8 +10,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/huskrt/husk/internal/store"
+	"github.com/huskrt/husk/internal/lifecycle"
 )
 
 // infraKillTimeout bounds the wait for a SIGKILLed infra to exit.
@@ -21,7 +22,8 @@ const infraKillTimeout = 10 * time.Second
 // DEL, then the namespace is released) and its /dev/shm unmounted. Stopping
 // a stopped or unknown sandbox succeeds, as the CRI requires. A CNI DEL that
 // fails is returned and retried by the next Stop; the sandbox stays NOTREADY
-// with its attachment recorded.
+// with its attachment recorded. The sandbox's containers are the caller's
+// to stop first (internal/cri's StopPodSandbox does).
 func (m *Manager) Stop(ctx context.Context, id string) error {
 	sb, err := m.lockExisting(id)
 	if sb == nil {
@@ -31,13 +33,15 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	wasReady := sb.rec.State == StateReady
 	err = m.teardownLocked(sb, m.logger(&sb.rec, sb.config))
 	if wasReady && sb.rec.State != StateReady {
-		m.emit(sb.rec.ID, EventStopped)
+		m.emit(sb.rec.ID, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
 	}
 	return err
 }
 
 // Remove removes a stopped sandbox's files and record, stopping it first if
-// needed. Removing an unknown sandbox succeeds.
+// needed. Removing an unknown sandbox succeeds. The sandbox's containers
+// and their monitor are the caller's to remove first (internal/cri's
+// RemovePodSandbox does).
 func (m *Manager) Remove(ctx context.Context, id string) error {
 	sb, err := m.lockExisting(id)
 	if sb == nil {
@@ -48,15 +52,10 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.teardownLocked(sb, log); err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
-	if m.opts.RemoveContainers != nil {
-		if err := m.opts.RemoveContainers(ctx, sb.rec.ID); err != nil {
-			return fmt.Errorf("sandbox %s: remove containers: %w", sb.rec.ID, err)
-		}
-	}
 	if err := m.removeLocked(sb); err != nil {
 		return err
 	}
-	m.emit(sb.rec.ID, EventDeleted)
+	m.emit(sb.rec.ID, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }
 
@@ -64,7 +63,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 // nothing to act on: an unknown or already removed ID (nil error, as Stop
 // and Remove succeed for those) or a malformed one (the error).
 func (m *Manager) lockExisting(id string) (*Sandbox, error) {
-	sb, err := m.get(id)
+	sb, err := m.index.Get(id)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return nil, nil
@@ -100,15 +99,9 @@ func (m *Manager) undoLocked(sb *Sandbox, log *slog.Logger) error {
 // kubelet that gave up must not leave half-released network state.
 func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	rec := &sb.rec
-	ctx, cancel := freshContext()
+	ctx, cancel := lifecycle.FreshContext()
 	defer cancel()
 	start := time.Now()
-
-	if m.opts.StopContainers != nil {
-		if err := m.opts.StopContainers(ctx, rec.ID); err != nil {
-			return fmt.Errorf("sandbox %s: stop containers: %w", rec.ID, err)
-		}
-	}
 
 	// CNI DEL runs while the infra is killed and deleted: both take tens of
 	// milliseconds and neither needs the other (the netns is pinned).
@@ -132,7 +125,7 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 		}
 	}
 	if rec.InfraCreated {
-		rt, _, err := m.runtimeFor(rec.Handler)
+		rt, err := m.opts.Runtimes.Get(rec.Handler)
 		if err == nil {
 			err = rt.Delete(ctx, rec.ID)
 		}
@@ -186,8 +179,8 @@ func (m *Manager) removeLocked(sb *Sandbox) error {
 	if err := os.RemoveAll(m.dir(rec.ID)); err != nil {
 		return fmt.Errorf("sandbox %s: remove files: %w", rec.ID, err)
 	}
-	if err := m.opts.Store.Delete(store.Sandboxes, store.SandboxNames, rec.ID, rec.Name); err != nil {
-		return fmt.Errorf("sandbox %s: delete record: %w", rec.ID, err)
+	if err := m.records.Delete(rec.ID, rec.Name); err != nil {
+		return err
 	}
 	sb.removed = true
 	m.unindex(sb)
