@@ -193,7 +193,9 @@ func readBootID() string {
 
 // processStart returns the start time of pid in clock ticks after boot
 // (field 22 of /proc/PID/stat): with the boot ID, it tells a live infra
-// from a later process that got the same PID.
+// from a later process that got the same PID. A process that exited and
+// is not reaped yet (an infra killed while huskd was down waits for its
+// new parent) is errProcessGone: it must not pass for alive.
 func processStart(pid int) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -209,6 +211,9 @@ func processStart(pid int) (uint64, error) {
 	// fields[0] is field 3 (state); start time is field 22.
 	if len(fields) < 20 {
 		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(fields))
+	}
+	if fields[0] == "Z" || fields[0] == "X" {
+		return 0, fmt.Errorf("process %d has exited: %w", pid, errProcessGone)
 	}
 	return strconv.ParseUint(fields[19], 10, 64)
 }
