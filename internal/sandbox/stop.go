@@ -102,58 +102,23 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	ctx, cancel := lifecycle.FreshContext()
 	defer cancel()
 	start := time.Now()
-
 	// CNI DEL runs while the infra is killed and deleted: both take tens of
 	// milliseconds and neither needs the other (the netns is pinned).
-	var delDone chan error
-	if rec.NetworkAttached {
-		delDone = make(chan error, 1)
-		att := m.attachment(rec, sb.config)
-		go func() { delDone <- m.opts.Network.Teardown(ctx, att) }()
+	awaitDEL := m.detach(ctx, sb)
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"kill infra", func() error { return m.killInfra(ctx, sb) }},
+		{"delete infra container", func() error { return m.deleteInfra(ctx, sb) }},
+		{"teardown network", awaitDEL},
+		{"remove network namespace", func() error { return m.removeNetns(sb) }},
+		{"/dev/shm", func() error { return m.unmountShm(sb) }},
 	}
-
 	var errs []error
-	if sb.infra != nil {
-		if err := sb.infra.signal(unix.SIGKILL); err != nil {
-			errs = append(errs, fmt.Errorf("kill infra: %w", err))
-		} else {
-			wctx, wcancel := context.WithTimeout(ctx, infraKillTimeout)
-			if err := sb.infra.wait(wctx); err != nil {
-				errs = append(errs, fmt.Errorf("kill infra: %w", err))
-			}
-			wcancel()
-		}
-	}
-	if rec.InfraCreated {
-		rt, err := m.opts.Runtimes.Get(rec.Handler)
-		if err == nil {
-			err = rt.Delete(ctx, rec.ID)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("delete infra container: %w", err))
-		} else {
-			rec.InfraCreated = false
-		}
-	}
-	if delDone != nil {
-		if err := <-delDone; err != nil {
-			errs = append(errs, fmt.Errorf("teardown network: %w", err))
-		} else {
-			rec.NetworkAttached = false
-		}
-	}
-	// The namespace is released only after a DEL that succeeded, so a
-	// retried DEL still finds the interfaces it must remove.
-	if rec.NetnsPath != "" && !rec.NetworkAttached {
-		if err := m.opts.Network.RemoveNetns(rec.NetnsPath); err != nil {
-			errs = append(errs, fmt.Errorf("remove network namespace: %w", err))
-		} else {
-			rec.NetnsPath = ""
-		}
-	}
-	if rec.ShmPath != "" {
-		if err := unmountAll(rec.ShmPath); err != nil {
-			errs = append(errs, err)
+	for _, step := range steps {
+		if err := step.run(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", step.name, err))
 		}
 	}
 	if rec.State != StateCreating || len(errs) > 0 {
@@ -171,6 +136,74 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 		return fmt.Errorf("sandbox %s: %w", rec.ID, errors.Join(errs...))
 	}
 	return nil
+}
+
+// detach starts the CNI DEL of an attached sandbox and returns the wait
+// for it, which clears NetworkAttached once the DEL succeeded.
+func (m *Manager) detach(ctx context.Context, sb *Sandbox) (wait func() error) {
+	if !sb.rec.NetworkAttached {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	att := m.attachment(&sb.rec, sb.config)
+	go func() { done <- m.opts.Network.Teardown(ctx, att) }()
+	return func() error {
+		if err := <-done; err != nil {
+			return err
+		}
+		sb.rec.NetworkAttached = false
+		return nil
+	}
+}
+
+// killInfra SIGKILLs the watched infra through its pidfd and waits for it.
+func (m *Manager) killInfra(ctx context.Context, sb *Sandbox) error {
+	if sb.infra == nil {
+		return nil
+	}
+	if err := sb.infra.signal(unix.SIGKILL); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, infraKillTimeout)
+	defer cancel()
+	return sb.infra.wait(ctx)
+}
+
+// deleteInfra deletes the infra container from its runtime.
+func (m *Manager) deleteInfra(ctx context.Context, sb *Sandbox) error {
+	if !sb.rec.InfraCreated {
+		return nil
+	}
+	rt, err := m.opts.Runtimes.Get(sb.rec.Handler)
+	if err == nil {
+		err = rt.Delete(ctx, sb.rec.ID)
+	}
+	if err != nil {
+		return err
+	}
+	sb.rec.InfraCreated = false
+	return nil
+}
+
+// removeNetns releases the pinned namespace, only after a DEL that
+// succeeded: a retried DEL still finds the interfaces it must remove.
+func (m *Manager) removeNetns(sb *Sandbox) error {
+	if sb.rec.NetnsPath == "" || sb.rec.NetworkAttached {
+		return nil
+	}
+	if err := m.opts.Network.RemoveNetns(sb.rec.NetnsPath); err != nil {
+		return err
+	}
+	sb.rec.NetnsPath = ""
+	return nil
+}
+
+// unmountShm unmounts the pod's /dev/shm (idempotent).
+func (m *Manager) unmountShm(sb *Sandbox) error {
+	if sb.rec.ShmPath == "" {
+		return nil
+	}
+	return unmountAll(sb.rec.ShmPath)
 }
 
 // removeLocked deletes the sandbox's files, record and name.
