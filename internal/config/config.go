@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +33,9 @@ type Config struct {
 	// Listen is the CRI socket.
 	Listen   string `toml:"listen"`
 	LogLevel string `toml:"log_level"`
+	// LogFormat is "text" (slog's key=value lines) or "json" (one object
+	// per line, for a log pipeline).
+	LogFormat string `toml:"log_format" comment:"text or json"`
 
 	// DefaultRuntime is the handler used when a RuntimeClass names none.
 	DefaultRuntime string `toml:"default_runtime"`
@@ -59,6 +63,25 @@ type Config struct {
 	Runtimes   map[string]Runtime  `toml:"runtimes"`
 	Registries map[string]Registry `toml:"registries"`
 	Stream     Stream              `toml:"stream"`
+	Metrics    Metrics             `toml:"metrics"`
+	Debug      Debug               `toml:"debug"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	// Address serves Prometheus text at /metrics (host:port); empty is off.
+	Address string `toml:"address" comment:"host:port serving Prometheus metrics at /metrics; empty: off"`
+}
+
+// Debug configures the profiling endpoint. It has no authentication: who
+// reaches it can profile huskd and read its memory's contents through heap
+// profiles, so it listens on loopback unless told otherwise.
+type Debug struct {
+	// Address serves net/http/pprof under /debug/pprof/ (host:port);
+	// empty is off.
+	Address string `toml:"address" comment:"host:port serving net/http/pprof under /debug/pprof/ (no authentication); empty: off"`
+	// AllowNonLoopback accepts an Address that is not a loopback one.
+	AllowNonLoopback bool `toml:"allow_non_loopback" comment:"accept a debug address other than loopback (127.0.0.0/8, ::1, localhost)"`
 }
 
 // CNI configures pod networking.
@@ -135,6 +158,7 @@ func Default() *Config {
 		State:                    "/run/husk",
 		Listen:                   "/run/husk/husk.sock",
 		LogLevel:                 "info",
+		LogFormat:                "text",
 		DefaultRuntime:           "runc",
 		CgroupDriver:             "cgroupfs",
 		CgroupParent:             "/husk",
@@ -229,6 +253,9 @@ func (c *Config) Validate() error {
 	default:
 		bad("log_level", "must be debug, info, warn or error, got %q", c.LogLevel)
 	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		bad("log_format", "must be text or json, got %q", c.LogFormat)
+	}
 	switch c.CgroupDriver {
 	case "cgroupfs":
 		if c.CgroupParent != "" && !strings.HasPrefix(c.CgroupParent, "/") {
@@ -310,7 +337,43 @@ func (c *Config) Validate() error {
 	if (c.Stream.TLSCert == "") != (c.Stream.TLSKey == "") {
 		bad("stream.tls_cert", "tls_cert and tls_key go together")
 	}
+	if c.Metrics.Address != "" {
+		if _, err := splitAddress(c.Metrics.Address); err != nil {
+			bad("metrics.address", "%v", err)
+		}
+	}
+	if c.Debug.Address != "" {
+		host, err := splitAddress(c.Debug.Address)
+		switch {
+		case err != nil:
+			bad("debug.address", "%v", err)
+		case !c.Debug.AllowNonLoopback && !isLoopback(host):
+			bad("debug.address", "%q is not a loopback address and pprof has no authentication; set debug.allow_non_loopback = true to serve it there anyway", c.Debug.Address)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// splitAddress checks a host:port to listen on and returns the host.
+func splitAddress(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("%q: port must be a number within 0..65535", addr)
+	}
+	return host, nil
+}
+
+// isLoopback is true for localhost and loopback IPs; an empty host means
+// every interface.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // RuntimeRoot is the --root a handler's runtime keeps its state in.
@@ -327,6 +390,22 @@ func (c *Config) CNICacheDir() string {
 		return c.CNI.CacheDir
 	}
 	return filepath.Join(c.Root, "cni")
+}
+
+// Redacted is a copy whose registry credentials read "<redacted>": what
+// verbose Status shows and what may be logged.
+func (c *Config) Redacted() *Config {
+	r := *c
+	r.Registries = make(map[string]Registry, len(c.Registries))
+	for host, reg := range c.Registries {
+		for _, secret := range []*string{&reg.Password, &reg.Auth, &reg.IdentityToken} {
+			if *secret != "" {
+				*secret = "<redacted>"
+			}
+		}
+		r.Registries[host] = reg
+	}
+	return &r
 }
 
 // Marshal renders the config as TOML.

@@ -3,8 +3,11 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/pelletier/go-toml/v2"
 )
 
 func TestParse(t *testing.T) {
@@ -40,6 +43,36 @@ func TestParse(t *testing.T) {
 		{"skip upstream without endpoints", "[registries.\"docker.io\"]\nskip_upstream = true\n", "skip_upstream", nil},
 		{"bad subnet", "[cni]\ndefault_subnet = \"nope\"\n", "cni.default_subnet", nil},
 		{"handler without path", "[runtimes.x]\nroot = \"/r\"\n", "runtimes.x.path", nil},
+		{"ops keys off by default", "", "", func(t *testing.T, c *Config) {
+			if c.LogFormat != "text" || c.Metrics.Address != "" || c.Debug.Address != "" || c.Debug.AllowNonLoopback {
+				t.Errorf("log_format %q, metrics %+v, debug %+v", c.LogFormat, c.Metrics, c.Debug)
+			}
+		}},
+		{"json logs", "log_format = \"json\"\n", "", func(t *testing.T, c *Config) {
+			if c.LogFormat != "json" {
+				t.Errorf("log_format = %q", c.LogFormat)
+			}
+		}},
+		{"bad log format", "log_format = \"xml\"\n", "log_format: must be text or json", nil},
+		{"metrics anywhere", "[metrics]\naddress = \":1338\"\n", "", func(t *testing.T, c *Config) {
+			if c.Metrics.Address != ":1338" {
+				t.Errorf("metrics.address = %q", c.Metrics.Address)
+			}
+		}},
+		{"metrics not host:port", "[metrics]\naddress = \"127.0.0.1\"\n", "metrics.address", nil},
+		{"metrics bad port", "[metrics]\naddress = \"127.0.0.1:99999\"\n", "metrics.address", nil},
+		{"pprof on loopback", "[debug]\naddress = \"127.0.0.1:6060\"\n", "", nil},
+		{"pprof on ::1", "[debug]\naddress = \"[::1]:6060\"\n", "", nil},
+		{"pprof on localhost", "[debug]\naddress = \"localhost:0\"\n", "", nil},
+		{"pprof on every interface", "[debug]\naddress = \":6060\"\n", "debug.allow_non_loopback", nil},
+		{"pprof on a node address", "[debug]\naddress = \"10.0.0.5:6060\"\n", "debug.address: \"10.0.0.5:6060\" is not a loopback address", nil},
+		{"pprof on a name", "[debug]\naddress = \"node1:6060\"\n", "not a loopback address", nil},
+		{"pprof elsewhere when asked", "[debug]\naddress = \"0.0.0.0:6060\"\nallow_non_loopback = true\n", "", func(t *testing.T, c *Config) {
+			if !c.Debug.AllowNonLoopback {
+				t.Error("allow_non_loopback not set")
+			}
+		}},
+		{"unknown debug key", "[debug]\nallow = true\n", "unknown key(s): debug.allow", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,7 +86,9 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Parse: %v", err)
 			}
-			tt.check(t, c)
+			if tt.check != nil {
+				tt.check(t, c)
+			}
 		})
 	}
 }
@@ -87,5 +122,61 @@ func TestLoad(t *testing.T) {
 	c, err := Load(p, true)
 	if err != nil || c.LogLevel != "debug" {
 		t.Errorf("Load = %+v, %v", c, err)
+	}
+}
+
+// `huskd config default` lists every key of the schema with its default:
+// walk the struct's toml tags and look each one up in the output.
+func TestDefaultListsEveryKey(t *testing.T) {
+	b, err := Default().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	if err := toml.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(typ reflect.Type, table map[string]any, prefix string)
+	walk = func(typ reflect.Type, table map[string]any, prefix string) {
+		for i := 0; i < typ.NumField(); i++ {
+			key := strings.Split(typ.Field(i).Tag.Get("toml"), ",")[0]
+			v, ok := table[key]
+			if !ok {
+				t.Errorf("config default lacks %s%s", prefix, key)
+				continue
+			}
+			if ft := typ.Field(i).Type; ft.Kind() == reflect.Struct {
+				sub, _ := v.(map[string]any)
+				walk(ft, sub, prefix+key+".")
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), out, "")
+	for _, want := range []string{"log_format = 'text'", "[metrics]\n  # host:port serving Prometheus metrics at /metrics; empty: off\n  address = ''", "[debug]", "allow_non_loopback = false"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("config default lacks %q:\n%s", want, b)
+		}
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	c, err := Parse([]byte("[registries.\"r.example\"]\nusername = \"bob\"\npassword = \"pw-secret\"\nauth = \"YXV0aA==\"\nidentity_token = \"tok-secret\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Redacted().Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"pw-secret", "YXV0aA==", "tok-secret"} {
+		if strings.Contains(string(b), secret) {
+			t.Errorf("redacted config shows %q:\n%s", secret, b)
+		}
+	}
+	if !strings.Contains(string(b), "bob") {
+		t.Errorf("redacted config lost the user name:\n%s", b)
+	}
+	if c.Registries["r.example"].Password != "pw-secret" {
+		t.Error("Redacted changed the original")
 	}
 }
