@@ -32,7 +32,7 @@ const recoverTimeout = 5 * time.Minute
 // serve runs huskd until SIGTERM or SIGINT: build the parts, reconcile
 // their state with the machine, serve the CRI.
 func serve(cfg *config.Config, stderr io.Writer) error {
-	log := newLogger(cfg.LogLevel, stderr)
+	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
 	// From here on SIGTERM means a clean stop, also before the socket
 	// serves: a supervisor may stop huskd at any moment.
 	sigs := make(chan os.Signal, 1)
@@ -292,7 +292,7 @@ func (d *daemon) startStream() (*cri.StreamServer, error) {
 
 // criServer is the gRPC server of the CRI RuntimeService and ImageService.
 func (d *daemon) criServer(stream *cri.StreamServer) *grpc.Server {
-	srv := grpc.NewServer(grpc.UnaryInterceptor(cri.UnaryInterceptor(d.log)))
+	srv := grpc.NewServer(grpc.UnaryInterceptor(cri.Instrument{Log: d.log}.Unary()))
 	runtimeapi.RegisterRuntimeServiceServer(srv, cri.NewRuntimeServer(cri.RuntimeOptions{
 		Version: version, Sandboxes: d.sandboxes, Containers: d.containers, Events: d.events, Stream: stream,
 		Network: d.network, Handlers: d.runtimes.Names(), CgroupDriver: d.cfg.CgroupDriver, ConfigInfo: d.cfg,

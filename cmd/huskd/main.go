@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -88,12 +87,6 @@ func configCommand(args []string, stdout io.Writer) error {
 	}
 	_, err = stdout.Write(b)
 	return err
-}
-
-func newLogger(level string, w io.Writer) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
 // listen opens the CRI socket, replacing a stale one: the store's lock

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -30,6 +32,16 @@ type StreamOptions struct {
 	Port    int
 	// TLS, when set, serves https.
 	TLS *tls.Config
+	// Logger gets a line when each session starts and ends.
+	Logger *slog.Logger
+	// Sessions, when set, counts the sessions.
+	Sessions SessionRecorder
+}
+
+// SessionRecorder counts streaming sessions by kind: exec, attach,
+// portforward (internal/metrics).
+type SessionRecorder interface {
+	SessionStarted(kind string) (ended func(time.Duration))
 }
 
 // StreamServer is the streaming server of k8s.io/cri-streaming (the one
@@ -54,7 +66,11 @@ func NewStreamServer(o StreamOptions, containers *container.Manager, sandboxes *
 		scheme = "https"
 	}
 	cfg.BaseURL = &url.URL{Scheme: scheme, Host: l.Addr().String()}
-	srv, err := streaming.NewServer(cfg, &streamRuntime{containers: containers, sandboxes: sandboxes})
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv, err := streaming.NewServer(cfg, &streamRuntime{containers: containers, sandboxes: sandboxes, log: log, sessions: o.Sessions})
 	if err != nil {
 		l.Close()
 		return nil, fmt.Errorf("streaming server: %w", err)
@@ -83,23 +99,58 @@ func (s *StreamServer) Close() error { return s.http.Close() }
 type streamRuntime struct {
 	containers *container.Manager
 	sandboxes  *sandbox.Manager
+	log        *slog.Logger
+	sessions   SessionRecorder
+}
+
+// session logs that a session of kind starts and returns what logs (and
+// counts) its end. The exec'd command is not logged: its arguments may
+// carry a secret (a password on a command line).
+func (r *streamRuntime) session(kind string, attrs ...slog.Attr) func(err error, end ...slog.Attr) {
+	start := time.Now()
+	ended := func(time.Duration) {}
+	if r.sessions != nil {
+		ended = r.sessions.SessionStarted(kind)
+	}
+	attrs = append(attrs, slog.String("kind", kind))
+	r.log.LogAttrs(context.Background(), slog.LevelInfo, "stream session started", attrs...)
+	return func(err error, end ...slog.Attr) {
+		d := time.Since(start)
+		ended(d)
+		a := slices.Concat(attrs, end, []slog.Attr{slog.Duration("duration", d)})
+		if err != nil {
+			a = append(a, slog.String("error", err.Error()))
+		}
+		r.log.LogAttrs(context.Background(), slog.LevelInfo, "stream session ended", a...)
+	}
 }
 
 func (r *streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+	done := r.session("exec", slog.String("container_id", id), slog.Bool("tty", tty))
 	err := r.containers.Exec(ctx, id, cmd, in, writer(out), writer(errw), tty, resize)
 	var exit *container.ExitError
 	if errors.As(err, &exit) {
+		done(nil, slog.Int("exit_code", int(exit.Code)))
 		// The streaming server reports exit codes for this type only.
 		return utilexec.CodeExitError{Err: err, Code: exit.Code}
+	}
+	if err == nil {
+		done(nil, slog.Int("exit_code", 0))
+	} else {
+		done(err)
 	}
 	return err
 }
 
-func (r *streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
+func (r *streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) (err error) {
+	done := r.session("attach", slog.String("container_id", id), slog.Bool("tty", tty))
+	defer func() { done(err) }()
 	return r.containers.Attach(ctx, id, in, writer(out), writer(errw), tty, resize)
 }
 
-func (r *streamRuntime) PortForward(ctx context.Context, sandboxID string, port int32, stream io.ReadWriteCloser) error {
+func (r *streamRuntime) PortForward(ctx context.Context, sandboxID string, port int32, stream io.ReadWriteCloser) (err error) {
+	ended := r.session("portforward", slog.String("pod_sandbox_id", sandboxID), slog.Int("port", int(port)))
+	defer func() { ended(err) }()
 	defer stream.Close()
 	rec, _, err := r.sandboxes.Get(sandboxID)
 	if err != nil {
