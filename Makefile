@@ -1,15 +1,22 @@
 # husk: `make run` starts huskd on embedded defaults, `make test` runs every
 # test, `make bench` compares husk with containerd. Each installs what is
-# missing first (scripts/deps.sh, apt).
+# missing first (scripts/deps.sh, apt). `make install` puts huskd, its
+# helpers, the systemd unit and a default config under $(DESTDIR)$(PREFIX).
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN     := $(CURDIR)/bin
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DESTDIR ?=
+# huskd reads /etc/husk/config.toml whatever the prefix.
+CONFIG  := $(DESTDIR)/etc/husk/config.toml
 # Integration tests share the machine's CNI plugins and iptables: run their
 # packages one at a time, tests inside a package in parallel.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: all build deps run test lint unit bench clean
+.PHONY: all build deps run test lint unit bench install clean
 
 all: build
 
@@ -26,7 +33,7 @@ run: deps build
 
 # test/e2e is a module of its own (see its go.mod): lint both modules.
 lint:
-	@test -z "$$(gofmt -l cmd internal test)" || { echo "gofmt needed:"; gofmt -l cmd internal test; exit 1; }
+	@test -z "$$(gofmt -l cmd contrib internal test)" || { echo "gofmt needed:"; gofmt -l cmd contrib internal test; exit 1; }
 	$(GO) mod tidy -diff
 	cd test/e2e && $(GO) mod tidy -diff
 	$(GO) vet ./...
@@ -46,6 +53,20 @@ bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory build
 	$(GO) run ./cmd/husk-bench -huskd $(BIN)/huskd -pause $(BIN)/husk-pause $(BENCHFLAGS)
+
+# An existing config is never overwritten: it is the operator's.
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(dir $(CONFIG))
+	install -m 0755 $(BIN)/huskd $(BIN)/husk-pause $(BIN)/husk-monitor $(DESTDIR)$(BINDIR)/
+	sed 's|^ExecStart=/usr/local/bin/huskd|ExecStart=$(BINDIR)/huskd|' contrib/systemd/huskd.service > $(DESTDIR)$(UNITDIR)/huskd.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/huskd.service.tmp
+	mv $(DESTDIR)$(UNITDIR)/huskd.service.tmp $(DESTDIR)$(UNITDIR)/huskd.service
+	@if [ -e $(CONFIG) ]; then \
+		echo "install: kept the existing $(CONFIG)"; \
+	else \
+		$(BIN)/huskd config default > $(CONFIG).tmp && chmod 0644 $(CONFIG).tmp && mv $(CONFIG).tmp $(CONFIG) && \
+		echo "install: wrote $(CONFIG) (huskd config default)"; \
+	fi
 
 clean:
 	rm -rf $(BIN)
