@@ -33,6 +33,8 @@ const recoverTimeout = 5 * time.Minute
 // their state with the machine, serve the CRI.
 func serve(cfg *config.Config, stderr io.Writer) error {
 	log := newLogger(cfg.LogFormat, cfg.LogLevel, stderr)
+	// Taken before any child starts: none of them may inherit it.
+	sd := newNotifier()
 	// From here on SIGTERM means a clean stop, also before the socket
 	// serves: a supervisor may stop huskd at any moment.
 	sigs := make(chan os.Signal, 1)
@@ -48,7 +50,7 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 	if err := d.recover(); err != nil {
 		return err
 	}
-	return d.serve(sigs)
+	return d.serve(sigs, sd)
 }
 
 // prepareProcess makes huskd a child subreaper and makes its directories.
@@ -246,8 +248,9 @@ func (d *daemon) recover() error {
 }
 
 // serve serves the streaming server and the CRI until a signal or a
-// failure of the CRI server.
-func (d *daemon) serve(sigs <-chan os.Signal) error {
+// failure of the CRI server, telling systemd when it is ready and when it
+// stops.
+func (d *daemon) serve(sigs <-chan os.Signal, sd *notifier) error {
 	stream, err := d.startStream()
 	if err != nil {
 		return err
@@ -264,7 +267,7 @@ func (d *daemon) serve(sigs <-chan os.Signal) error {
 	stopReaper := make(chan struct{})
 	defer close(stopReaper)
 	go reapOrphans(d.log, 2*time.Second, stopReaper)
-	return serveUntilSignal(d.log, srv, lis, sigs)
+	return serveUntilSignal(d.log, srv, lis, sigs, sd)
 }
 
 // startStream starts the Exec, Attach and PortForward server.
@@ -307,12 +310,19 @@ const gracefulStopTimeout = 10 * time.Second
 
 // serveUntilSignal serves srv on lis until a signal, then lets running
 // calls finish (bounded); pods keep running.
-func serveUntilSignal(log *slog.Logger, srv *grpc.Server, lis net.Listener, sigs <-chan os.Signal) error {
+func serveUntilSignal(log *slog.Logger, srv *grpc.Server, lis net.Listener, sigs <-chan os.Signal, sd *notifier) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
+	// The socket accepts from here: clients queue until Serve takes them.
+	if err := sd.ready(); err != nil {
+		log.Warn("could not tell systemd huskd is ready", "error", err)
+	}
 	select {
 	case sig := <-sigs:
 		log.Info("stopping: pods keep running", "signal", sig.String())
+		if err := sd.stopping(); err != nil {
+			log.Warn("could not tell systemd huskd is stopping", "error", err)
+		}
 		stopped := make(chan struct{})
 		go func() { srv.GracefulStop(); close(stopped) }()
 		select {
