@@ -31,6 +31,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) >= 1 && args[0] == "config" {
 		return configCommand(args[1:], stdout)
 	}
+	if len(args) >= 1 && args[0] == "check" {
+		return checkCommand(args[1:], stdout, stderr)
+	}
 	if len(args) >= 1 && (args[0] == "version" || args[0] == "--version" || args[0] == "-v") {
 		fmt.Fprintf(stdout, "huskd %s\n", version)
 		return nil
@@ -46,7 +49,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (subcommands: config default, version)", fs.Arg(0))
+		return fmt.Errorf("unexpected argument %q (subcommands: check, config default, version)", fs.Arg(0))
 	}
 	path, explicit := config.DefaultPath, false
 	if *configPath != "" {
