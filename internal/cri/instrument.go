@@ -36,9 +36,10 @@ func Methods() []string {
 	return out
 }
 
-// CallRecorder counts CRI calls (internal/metrics).
+// CallRecorder counts CRI calls by method and gRPC code name
+// (internal/metrics).
 type CallRecorder interface {
-	ObserveCall(method string, code codes.Code, d time.Duration)
+	ObserveCall(method, code string, d time.Duration)
 }
 
 // Instrument logs and counts every CRI call: one line per call, at Info for
@@ -96,7 +97,7 @@ func (in Instrument) done(ctx context.Context, method string, start time.Time, e
 	d := time.Since(start)
 	code := status.Code(err)
 	if in.Calls != nil {
-		in.Calls.ObserveCall(method, code, d)
+		in.Calls.ObserveCall(method, code.String(), d)
 	}
 	level := slog.LevelInfo
 	if readOnly[method] && err == nil {

@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc/codes"
 )
 
 // Phases of RunPodSandbox and CreateContainer, as internal/sandbox and
@@ -39,8 +38,23 @@ var (
 	sessionBuckets = []float64{.01, .1, 1, 10, 60, 600, 3600, 86400}
 )
 
-// numCodes is how many gRPC codes there are (OK through Unauthenticated).
+// codeNames are the gRPC codes by number, as grpc's codes.Code.String()
+// spells them: the code label's values. A name not here still counts, through
+// client_golang's own lookup.
+var codeNames = []string{"OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+	"AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted", "OutOfRange",
+	"Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated"}
+
 const numCodes = 17
+
+// codeIndex is read-only after init.
+var codeIndex = func() map[string]int {
+	m := make(map[string]int, len(codeNames))
+	for i, n := range codeNames {
+		m[n] = i
+	}
+	return m
+}()
 
 // Metrics is the registry of huskd's series.
 type Metrics struct {
@@ -70,15 +84,16 @@ type methodSeries struct {
 	codes    [numCodes]atomic.Pointer[prometheus.Counter]
 }
 
-func (s *methodSeries) counter(c codes.Code) prometheus.Counter {
-	if int(c) >= numCodes {
-		return s.vec.WithLabelValues(s.method, c.String())
+func (s *methodSeries) counter(code string) prometheus.Counter {
+	i, ok := codeIndex[code]
+	if !ok {
+		return s.vec.WithLabelValues(s.method, code)
 	}
-	if p := s.codes[c].Load(); p != nil {
+	if p := s.codes[i].Load(); p != nil {
 		return *p
 	}
-	ctr := s.vec.WithLabelValues(s.method, c.String())
-	s.codes[c].Store(&ctr)
+	ctr := s.vec.WithLabelValues(s.method, code)
+	s.codes[i].Store(&ctr)
 	return ctr
 }
 
@@ -141,7 +156,7 @@ func New(methods []string) *Metrics {
 	}
 	for _, method := range methods {
 		s := &methodSeries{vec: m.callTotal, method: method, duration: m.callDuration.WithLabelValues(method)}
-		s.counter(codes.OK)
+		s.counter("OK")
 		m.calls[method] = s
 	}
 	for _, p := range SandboxPhases {
@@ -177,8 +192,8 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-// ObserveCall records one CRI call.
-func (m *Metrics) ObserveCall(method string, code codes.Code, d time.Duration) {
+// ObserveCall records one CRI call and its gRPC code ("OK", "NotFound"...).
+func (m *Metrics) ObserveCall(method, code string, d time.Duration) {
 	if m == nil {
 		return
 	}
@@ -186,7 +201,7 @@ func (m *Metrics) ObserveCall(method string, code codes.Code, d time.Duration) {
 	if !ok {
 		// Not a CRI method New was told of: resolved through
 		// client_golang each time (its lock), never on husk's own paths.
-		m.callTotal.WithLabelValues(method, code.String()).Inc()
+		m.callTotal.WithLabelValues(method, code).Inc()
 		m.callDuration.WithLabelValues(method).Observe(d.Seconds())
 		return
 	}

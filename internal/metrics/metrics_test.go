@@ -25,10 +25,10 @@ func scrape(t *testing.T, m *Metrics) string {
 
 func TestSeries(t *testing.T) {
 	m := New([]string{"RunPodSandbox", "GetContainerEvents"})
-	m.ObserveCall("RunPodSandbox", codes.OK, 30*time.Millisecond)
-	m.ObserveCall("RunPodSandbox", codes.InvalidArgument, time.Millisecond)
-	m.ObserveCall("RunPodSandbox", codes.InvalidArgument, time.Millisecond)
-	m.ObserveCall("Unlisted", codes.NotFound, time.Millisecond)
+	m.ObserveCall("RunPodSandbox", "OK", 30*time.Millisecond)
+	m.ObserveCall("RunPodSandbox", "InvalidArgument", time.Millisecond)
+	m.ObserveCall("RunPodSandbox", "InvalidArgument", time.Millisecond)
+	m.ObserveCall("Unlisted", "NotFound", time.Millisecond)
 	m.SandboxPhases().ObservePhase("infra", 20*time.Millisecond)
 	m.SandboxPhases().ObservePhase("other", time.Millisecond)
 	m.ContainerPhases().ObservePhase("rootfs", time.Millisecond)
@@ -81,7 +81,7 @@ func TestSeries(t *testing.T) {
 // and never panics.
 func TestNilRecordsNothing(t *testing.T) {
 	var m *Metrics
-	m.ObserveCall("RunPodSandbox", codes.OK, time.Second)
+	m.ObserveCall("RunPodSandbox", "OK", time.Second)
 	m.PulledBytes(1)
 	m.PullDone(time.Second)
 	m.SessionStarted("exec")(time.Second)
@@ -94,14 +94,14 @@ func TestNilRecordsNothing(t *testing.T) {
 // read and atomics, no lock of husk's and no label hashing.
 func TestRecordingDoesNotAllocate(t *testing.T) {
 	m := New([]string{"RunPodSandbox"})
-	m.ObserveCall("RunPodSandbox", codes.NotFound, time.Millisecond) // resolve once
+	m.ObserveCall("RunPodSandbox", "NotFound", time.Millisecond) // resolve once
 	phases := m.SandboxPhases()
 	for _, tt := range []struct {
 		name string
 		f    func()
 	}{
-		{"call OK", func() { m.ObserveCall("RunPodSandbox", codes.OK, time.Millisecond) }},
-		{"call error", func() { m.ObserveCall("RunPodSandbox", codes.NotFound, time.Millisecond) }},
+		{"call OK", func() { m.ObserveCall("RunPodSandbox", "OK", time.Millisecond) }},
+		{"call error", func() { m.ObserveCall("RunPodSandbox", "NotFound", time.Millisecond) }},
 		{"phase", func() { phases.ObservePhase("infra", time.Millisecond) }},
 		{"pull bytes", func() { m.PulledBytes(10) }},
 	} {
@@ -119,14 +119,14 @@ func TestConcurrentFirstUseOfACode(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := 0; j < 100; j++ {
-				m.ObserveCall("StopPodSandbox", codes.Code(j%numCodes), time.Microsecond)
+				m.ObserveCall("StopPodSandbox", codeNames[j%numCodes], time.Microsecond)
 			}
 		}()
 	}
 	wg.Wait()
 	var total float64
 	for c := 0; c < numCodes; c++ {
-		total += testutil.ToFloat64(m.callTotal.WithLabelValues("StopPodSandbox", codes.Code(c).String()))
+		total += testutil.ToFloat64(m.callTotal.WithLabelValues("StopPodSandbox", codeNames[c]))
 	}
 	if total != 800 {
 		t.Errorf("counted %v calls, want 800", total)
@@ -137,7 +137,20 @@ func BenchmarkObserveCall(b *testing.B) {
 	m := New([]string{"RunPodSandbox"})
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			m.ObserveCall("RunPodSandbox", codes.OK, time.Millisecond)
+			m.ObserveCall("RunPodSandbox", "OK", time.Millisecond)
 		}
 	})
+}
+
+// The package keeps the gRPC code names without importing grpc (only
+// internal/cri does): they must be spelled as codes.Code.String() does.
+func TestCodeNamesMatchGRPC(t *testing.T) {
+	if len(codeNames) != numCodes {
+		t.Fatalf("%d code names, numCodes %d", len(codeNames), numCodes)
+	}
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if codeNames[c] != c.String() {
+			t.Errorf("code %d: %q here, %q in grpc", c, codeNames[c], c.String())
+		}
+	}
 }
