@@ -298,7 +298,7 @@ func (d *daemon) criServer(stream *cri.StreamServer) *grpc.Server {
 	srv := grpc.NewServer(grpc.UnaryInterceptor(cri.Instrument{Log: d.log}.Unary()))
 	runtimeapi.RegisterRuntimeServiceServer(srv, cri.NewRuntimeServer(cri.RuntimeOptions{
 		Version: version, Sandboxes: d.sandboxes, Containers: d.containers, Events: d.events, Stream: stream,
-		Network: d.network, Handlers: d.runtimes.Names(), CgroupDriver: d.cfg.CgroupDriver, ConfigInfo: d.cfg,
+		Network: d.network, Handlers: d.runtimes.Names(), CgroupDriver: d.cfg.CgroupDriver, ConfigInfo: d.cfg.Redacted(),
 		Logger: d.log,
 	}))
 	runtimeapi.RegisterImageServiceServer(srv, cri.NewImageServer(d.images))

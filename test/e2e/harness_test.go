@@ -179,6 +179,10 @@ type env struct {
 	cgroupParent string
 	configPath   string
 	extraConfig  string
+	// rootConfig are top-level keys, written before the first table.
+	rootConfig string
+	// daemonEnv is added to huskd's environment.
+	daemonEnv []string
 	// plugins replaces the CNI plugin list; "-" writes no network at all.
 	plugins string
 
@@ -193,6 +197,14 @@ type envOption func(*env)
 
 // withConfig appends TOML to the generated config.
 func withConfig(toml string) envOption { return func(e *env) { e.extraConfig += toml } }
+
+// withRootConfig adds top-level keys to the generated config.
+func withRootConfig(toml string) envOption { return func(e *env) { e.rootConfig += toml } }
+
+// withDaemonEnv adds KEY=value to huskd's environment.
+func withDaemonEnv(kv string) envOption {
+	return func(e *env) { e.daemonEnv = append(e.daemonEnv, kv) }
+}
 
 // withPlugins replaces the plugin list of the CNI network (JSON objects);
 // "-" leaves the CNI config dir empty.
@@ -242,7 +254,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	}
 	cfg := fmt.Sprintf(`pause_binary = %q
 cgroup_parent = %q
-[cni]
+`+e.rootConfig+`[cni]
 conf_dir = %q
 bin_dirs = ["/usr/lib/cni", "/opt/cni/bin"]
 write_default = false
@@ -281,6 +293,7 @@ func (e *env) start() {
 		"--state", e.state, "--listen", e.socket, "--log-level", "debug")
 	cmd.Stdout = e.logBuf
 	cmd.Stderr = e.logBuf
+	cmd.Env = append(os.Environ(), e.daemonEnv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
