@@ -41,7 +41,9 @@ const (
 	smallImages = 100
 )
 
-func startImages() (*benchImages, error) {
+// startImages pushes the busybox image and, with all, the images of the
+// pull scenarios.
+func startImages(all bool) (*benchImages, error) {
 	b := &benchImages{srv: httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))}
 	b.host = strings.TrimPrefix(b.srv.URL, "http://")
 	push := func(repoTag string, img v1.Image) error {
@@ -50,6 +52,16 @@ func startImages() (*benchImages, error) {
 			return err
 		}
 		return remote.Write(ref, img)
+	}
+	bb, err := busyboxImage()
+	if err != nil {
+		return nil, err
+	}
+	if err := push("bench/busybox:1", bb); err != nil {
+		return nil, err
+	}
+	if !all {
+		return b, nil
 	}
 	fmt.Fprintf(os.Stderr, "husk-bench: building %d images of %d x %d MiB and %d small ones\n", coldImages, layersPer, layerSize>>20, smallImages)
 	for i := 0; i < coldImages; i++ {
@@ -76,13 +88,6 @@ func startImages() (*benchImages, error) {
 		}
 		b.cold = append(b.cold, "docker.io/"+tag)
 		b.warm = append(b.warm, fmt.Sprintf("docker.io/bench/warm:%d", i))
-	}
-	bb, err := busyboxImage()
-	if err != nil {
-		return nil, err
-	}
-	if err := push("bench/busybox:1", bb); err != nil {
-		return nil, err
 	}
 	for i := 0; i < smallImages; i++ {
 		img, err := random.Image(256, 1)

@@ -3,7 +3,10 @@
 // ratio husk/containerd. Each runtime gets its own temporary dirs, socket,
 // CNI bridge and subnet, all removed at the end.
 //
-//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-only husk|containerd] [-json out.json]
+// It also measures what metrics cost husk: two huskds, [metrics] off and on,
+// with each call alternated between them (-only metrics runs only that).
+//
+//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-only husk|containerd|metrics] [-json out.json]
 package main
 
 import (
@@ -27,6 +30,8 @@ type options struct {
 	only         string
 	jsonOut      string
 	keep         bool
+	// huskConfig is TOML appended to huskd's config (tables only).
+	huskConfig string
 }
 
 // result is one scenario's samples per runtime.
@@ -44,7 +49,7 @@ func main() {
 	flag.StringVar(&o.pause, "pause", "bin/husk-pause", "husk-pause binary")
 	flag.IntVar(&o.n, "n", 30, "sandboxes per latency scenario")
 	flag.IntVar(&o.pods, "pods", 20, "pods running for the memory scenario")
-	flag.StringVar(&o.only, "only", "", "run one side only: husk or containerd")
+	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
 	flag.Parse()
@@ -88,7 +93,7 @@ func run(o options) error {
 		"Create+StartContainer (husk: crun)", "StopContainer (timeout 0) (husk: crun)", "RemoveContainer (husk: crun)",
 		"per-pod memory, 1 container", "monitor private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
 		listImagesScenario, "infra binary size", "infra RssAnon", "infra threads")
-	imgs, err := startImages()
+	imgs, err := startImages(o.only != "metrics")
 	if err != nil {
 		return fmt.Errorf("bench images: %w", err)
 	}
@@ -96,6 +101,9 @@ func run(o options) error {
 	o.registry = imgs.host
 
 	start := time.Now()
+	if o.only == "metrics" {
+		networks = nil
+	}
 	for ni, n := range networks {
 		for i, side := range []string{"containerd", "husk"} {
 			if o.only != "" && o.only != side {
@@ -119,8 +127,17 @@ func run(o options) error {
 			}
 		}
 	}
-	if err := benchInfra(o, func(name, unit, side string, v ...float64) { add(name, unit, side, 0, v...) }); err != nil {
-		return err
+	var scrapes []float64
+	if o.only == "" || o.only == "metrics" {
+		scrapes, err = benchMetricsOverhead(ctx, o, func(name, side string, v float64) { add("metrics overhead: "+name, "ms", side, 0, v) })
+		if err != nil {
+			return fmt.Errorf("metrics overhead: %w", err)
+		}
+	}
+	if o.only != "metrics" {
+		if err := benchInfra(o, func(name, unit, side string, v ...float64) { add(name, unit, side, 0, v...) }); err != nil {
+			return err
+		}
 	}
 
 	fmt.Printf("\nhusk-bench: n=%d sandboxes per latency scenario, %d pods for memory, %s in all\n\n", o.n, o.pods, time.Since(start).Round(time.Second))
@@ -147,6 +164,9 @@ func run(o options) error {
 	fmt.Println("\n[bridge]: bridge + host-local + portmap, the network of the issue's reference figures;")
 	fmt.Println("[bridge+masq]: the same with the bridge plugin's per-pod masquerade (ipMasq), as containerd's sample config.")
 	fmt.Println("The containerd columns of the infra rows are Debian's catatonit -P, the smallest packaged pause.")
+	if o.only == "" || o.only == "metrics" {
+		list = append(list, printMetricsOverhead(results, scrapes)...)
+	}
 	if o.jsonOut != "" {
 		b, _ := json.MarshalIndent(list, "", "  ")
 		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {

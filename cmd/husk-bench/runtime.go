@@ -76,7 +76,7 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 	switch side {
 	case "husk":
 		cfg := fmt.Sprintf("pause_binary = %q\ncgroup_parent = \"/hbench-husk\"\n[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\ncache_dir = %q\nwrite_default = false\n[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n",
-			o.pause, netDir, filepath.Join(dir, "cni"), o.registry)
+			o.pause, netDir, filepath.Join(dir, "cni"), o.registry) + o.huskConfig
 		if err := os.WriteFile(filepath.Join(dir, "husk.toml"), []byte(cfg), 0o644); err != nil {
 			return nil, err
 		}
