@@ -57,7 +57,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	// 3. The name, reserved in memory and persisted with the record
 	// (CREATING) before anything the container owns exists, so a crash
 	// at any later point leaves something recovery can undo.
-	timer := phase.Start()
+	timer := phase.Start(m.opts.Phases)
 	if err := m.reserve(c); err != nil {
 		return "", err
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/huskrt/husk/internal/monitor"
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/store"
 )
 
@@ -167,6 +168,9 @@ type Options struct {
 	CgroupDriver  string
 	// Events hears every lifecycle event; nil hears nothing.
 	Events lifecycle.Events
+	// Phases is told the time of each step of CreateContainer; nil is
+	// told nothing.
+	Phases phase.Observer
 	Logger *slog.Logger
 }
 

@@ -40,6 +40,7 @@ import (
 	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/store"
 )
 
@@ -154,6 +155,9 @@ type Options struct {
 	HostResolvConf string
 	// Events hears every lifecycle event; nil hears nothing.
 	Events lifecycle.Events
+	// Phases is told the time of each step of RunPodSandbox; nil is told
+	// nothing.
+	Phases phase.Observer
 	Logger *slog.Logger
 }
 

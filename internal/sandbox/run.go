@@ -112,7 +112,7 @@ func (m *Manager) awaitHolder(ctx context.Context, holder *Sandbox, hash string)
 func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime) (err error) {
 	rec := &sb.rec
 	log := m.logger(rec, sb.config)
-	timer := phase.Start()
+	timer := phase.Start(m.opts.Phases)
 	// The record goes to disk before anything it owns exists, so a crash
 	// at any later point leaves something recovery can undo.
 	if err := m.persistNew(sb); err != nil {
@@ -140,10 +140,10 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		name string
 		run  func() error
 	}{
-		{"dirs", func() error { return m.makeDirs(sb) }},
 		{"files", func() error { return m.writeFiles(sb) }},
 		{"netns", func() error { return m.createNetns(sb) }},
-		{"infra+network", func() error { return m.startPod(opCtx, sb, rt) }},
+		// Marks its parts, infra and network, which run at once.
+		{"infra+network", func() error { return m.startPod(opCtx, sb, rt, timer) }},
 		{"ready", func() error { return m.markReady(sb) }},
 	}
 	for _, step := range steps {
@@ -232,9 +232,12 @@ func (m *Manager) makeDirs(sb *Sandbox) error {
 	return nil
 }
 
-// writeFiles writes resolv.conf, hostname and hosts, and mounts the pod's
-// /dev/shm.
+// writeFiles makes the sandbox's dirs, writes resolv.conf, hostname and
+// hosts, and mounts the pod's /dev/shm.
 func (m *Manager) writeFiles(sb *Sandbox) error {
+	if err := m.makeDirs(sb); err != nil {
+		return err
+	}
 	if err := writeSandboxFiles(m.dir(sb.rec.ID), sb.config, m.opts.HostResolvConf); err != nil {
 		return fmt.Errorf("sandbox files: %w", err)
 	}
@@ -263,7 +266,7 @@ func (m *Manager) createNetns(sb *Sandbox) error {
 // the CNI plugins and the OCI runtime each take tens of milliseconds and
 // neither needs the other, only the pinned namespace both use. With a user
 // namespace, CNI waits for the infra, whose namespace is pinned then.
-func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime) error {
+func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, timer *phase.Timer) error {
 	rec := &sb.rec
 	hostNet, ownUserns := podNamespaces(sb.config)
 	var added <-chan addResult
@@ -274,7 +277,9 @@ func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runt
 	if ownUserns {
 		infraNetns = "" // a new one, created by the runtime in the pod's user namespace
 	}
+	start := time.Now()
 	infraErr := m.startInfra(ctx, sb, rt, m.dir(rec.ID), infraNetns)
+	timer.Add("infra", time.Since(start))
 	if !hostNet && ownUserns && infraErr == nil {
 		p, err := m.opts.Network.PinNetns(rec.ID, rec.InfraPID)
 		if err != nil {
@@ -285,6 +290,7 @@ func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runt
 	}
 	if added != nil {
 		r := <-added
+		timer.Add("network", r.took)
 		if r.err != nil {
 			return errors.Join(fmt.Errorf("setup network: %w", r.err), infraErr)
 		}
@@ -295,8 +301,9 @@ func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runt
 
 // addResult is the outcome of a CNI ADD.
 type addResult struct {
-	res network.Result
-	err error
+	res  network.Result
+	err  error
+	took time.Duration
 }
 
 // attach runs CNI ADD in the background. The record says the pod is
@@ -304,13 +311,11 @@ type addResult struct {
 func (m *Manager) attach(ctx context.Context, sb *Sandbox) <-chan addResult {
 	sb.rec.NetworkAttached = true
 	att := m.attachment(&sb.rec, sb.config)
-	log := m.logger(&sb.rec, sb.config)
 	done := make(chan addResult, 1)
 	go func() {
 		start := time.Now()
 		res, err := m.opts.Network.Setup(ctx, att)
-		log.Debug("cni add done", "duration", time.Since(start))
-		done <- addResult{res, err}
+		done <- addResult{res, err, time.Since(start)}
 	}()
 	return done
 }
