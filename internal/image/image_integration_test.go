@@ -637,3 +637,54 @@ func TestTLSCAAndTokenAuth(t *testing.T) {
 		t.Errorf("pull with a registry token = %s, %v", id, err)
 	}
 }
+
+// pullCounts is a PullObserver.
+type pullCounts struct {
+	bytes atomic.Int64
+	done  atomic.Int64
+}
+
+func (p *pullCounts) PulledBytes(n int64)    { p.bytes.Add(n) }
+func (p *pullCounts) PullDone(time.Duration) { p.done.Add(1) }
+
+// The observer hears every byte of config and layers downloaded, once,
+// and each pull that succeeded; a pull of what is present downloads
+// nothing, a failed pull is not done.
+func TestPullObserver(t *testing.T) {
+	needRoot(t)
+	reg := newRegistry(t, nil)
+	img, err := random.Image(4096, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.push(t, "library/observed:1", img)
+	dir := t.TempDir()
+	obs := &pullCounts{}
+	s, err := New(Options{Root: filepath.Join(dir, "images"), DB: openDB(t, dir), Registries: mirror(reg.host),
+		PullProgressTimeout: 2 * time.Second, Pulls: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := img.Manifest()
+	want := m.Config.Size
+	for _, l := range m.Layers {
+		want += l.Size
+	}
+	for i, tt := range []struct {
+		ref       string
+		wantBytes int64
+		wantDone  int64
+	}{
+		{"observed:1", want, 1},
+		{"observed:1", want, 2}, // everything present: nothing downloaded
+		{"nosuch:1", want, 2},
+	} {
+		_, err := s.Pull(context.Background(), tt.ref, nil)
+		if (err == nil) != (tt.ref != "nosuch:1") {
+			t.Fatalf("pull %d %s: %v", i, tt.ref, err)
+		}
+		if obs.bytes.Load() != tt.wantBytes || obs.done.Load() != tt.wantDone {
+			t.Errorf("after pull %d of %s: %d bytes, %d done; want %d, %d", i, tt.ref, obs.bytes.Load(), obs.done.Load(), tt.wantBytes, tt.wantDone)
+		}
+	}
+}

@@ -127,7 +127,12 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (string, err
 	}
 	// The pull goes on for the others when this caller gives up.
 	return merged(ctx, &s.pulls, key, "pull "+r.String(), s.log, func() (string, error) {
-		return s.pull(context.WithoutCancel(ctx), r, auth)
+		start := time.Now()
+		id, err := s.pull(context.WithoutCancel(ctx), r, auth)
+		if err == nil && s.opts.Pulls != nil {
+			s.opts.Pulls.PullDone(time.Since(start))
+		}
+		return id, err
 	})
 }
 
@@ -446,7 +451,11 @@ func (s *Service) writeBlob(digest string, r io.Reader) error {
 	}
 	defer f.Abort()
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, h), r); err != nil {
+	w := io.MultiWriter(f, h)
+	if s.opts.Pulls != nil {
+		w = io.MultiWriter(f, h, pulledBytes{s.opts.Pulls})
+	}
+	if _, err := io.Copy(w, r); err != nil {
 		return fmt.Errorf("blob %s: %w", digest, err)
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
@@ -456,6 +465,15 @@ func (s *Service) writeBlob(digest string, r io.Reader) error {
 		return fmt.Errorf("blob %s: %w", digest, err)
 	}
 	return nil
+}
+
+// pulledBytes tells an observer of what a blob write receives, as it
+// arrives.
+type pulledBytes struct{ obs PullObserver }
+
+func (p pulledBytes) Write(b []byte) (int, error) {
+	p.obs.PulledBytes(int64(len(b)))
+	return len(b), nil
 }
 
 // progressReader fails a download that makes no progress for the pull

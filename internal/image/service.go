@@ -38,7 +38,18 @@ type Options struct {
 	PullProgressTimeout time.Duration
 	// PinnedImages are references reported pinned (the pause image).
 	PinnedImages []string
-	Logger       *slog.Logger
+	// Pulls hears what pulls download and how long they take; nil hears
+	// nothing.
+	Pulls  PullObserver
+	Logger *slog.Logger
+}
+
+// PullObserver hears the pulls (internal/metrics' counters).
+type PullObserver interface {
+	// PulledBytes is told of content as it is downloaded.
+	PulledBytes(n int64)
+	// PullDone is told how long a pull that succeeded took.
+	PullDone(d time.Duration)
 }
 
 // Registry configures pulls from one registry host. cmd/huskd maps the
