@@ -1,14 +1,19 @@
 package container
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/monitor"
 )
 
 func criState(s State) runtimeapi.ContainerState {
@@ -125,4 +130,23 @@ func (m *Manager) List(f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
 	return out
+}
+
+// Monitors counts the pod monitors that answer: one per pod that has had a
+// container, until RemovePodSandbox ends it. Each is asked over its
+// socket, so a monitor that died is not counted.
+func (m *Manager) Monitors(ctx context.Context) int {
+	ents, err := os.ReadDir(filepath.Join(m.opts.StateDir, "monitors"))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		if monitor.For(filepath.Join(m.opts.StateDir, "monitors", e.Name())).Ping(ctx) == nil {
+			n++
+		}
+		cancel()
+	}
+	return n
 }
