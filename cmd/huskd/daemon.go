@@ -20,6 +20,7 @@ import (
 	"github.com/huskrt/husk/internal/container"
 	"github.com/huskrt/husk/internal/cri"
 	"github.com/huskrt/husk/internal/image"
+	"github.com/huskrt/husk/internal/metrics"
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/sandbox"
@@ -47,6 +48,12 @@ func serve(cfg *config.Config, stderr io.Writer) error {
 		return err
 	}
 	defer d.close()
+	// Up before recovery, so a slow one can be watched and profiled.
+	stopOps, err := d.startOps()
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	if err := d.recover(); err != nil {
 		return err
 	}
@@ -81,13 +88,15 @@ type daemon struct {
 	events     *cri.Events
 	sandboxes  *sandbox.Manager
 	containers *container.Manager
+	// metrics is nil when [metrics] is off: nothing records then.
+	metrics *metrics.Metrics
 }
 
 // build makes the parts: store, network, runtimes, images, sandboxes,
 // containers. Sandboxes and containers know nothing of each other; the CRI
 // handlers drive what spans both.
 func build(cfg *config.Config, log *slog.Logger) (*daemon, error) {
-	d := &daemon{cfg: cfg, log: log, events: cri.NewEvents()}
+	d := &daemon{cfg: cfg, log: log, events: cri.NewEvents(), metrics: newMetrics(cfg)}
 	for _, step := range []func() error{
 		d.openStore, d.openNetwork, d.openRuntimes, d.openImages, d.newSandboxes, d.newContainers,
 	} {
@@ -170,7 +179,8 @@ func (d *daemon) openImages() (err error) {
 	}
 	d.images, err = image.New(image.Options{
 		Root: filepath.Join(d.cfg.Root, "images"), DB: d.store.DB(), Registries: registries(d.cfg.Registries),
-		PullProgressTimeout: time.Duration(d.cfg.ImagePullProgressTimeout), PinnedImages: pinned, Logger: d.log,
+		PullProgressTimeout: time.Duration(d.cfg.ImagePullProgressTimeout), PinnedImages: pinned,
+		Pulls: recorder[image.PullObserver](d.metrics), Logger: d.log,
 	})
 	return err
 }
@@ -196,7 +206,7 @@ func (d *daemon) newSandboxes() error {
 		StateDir: cfg.State, NetnsDir: d.netnsDir(), Store: d.store, Network: d.network,
 		Runtimes: d.runtimes, PauseBinary: d.pause,
 		CgroupDriver: cfg.CgroupDriver, CgroupParent: cfg.CgroupParent, ShmSize: cfg.ShmSize,
-		InfraOOMScoreAdj: cfg.InfraOOMScoreAdj, Events: d.events, Logger: d.log,
+		InfraOOMScoreAdj: cfg.InfraOOMScoreAdj, Events: d.events, Phases: d.metrics.SandboxPhases(), Logger: d.log,
 	})
 	return err
 }
@@ -210,7 +220,7 @@ func (d *daemon) newContainers() error {
 		RootDir: d.cfg.Root, StateDir: d.cfg.State, Store: d.store,
 		Images: d.images, Sandboxes: sandboxInfos{d.sandboxes},
 		Runtimes: d.runtimes, MonitorBinary: monitorBin, CgroupDriver: d.cfg.CgroupDriver,
-		Events: d.events, Logger: d.log,
+		Events: d.events, Phases: d.metrics.ContainerPhases(), Logger: d.log,
 	})
 	return err
 }
@@ -280,8 +290,8 @@ func (d *daemon) startStream() (*cri.StreamServer, error) {
 		}
 		streamTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	stream, err := cri.NewStreamServer(cri.StreamOptions{Address: d.cfg.Stream.Address, Port: d.cfg.Stream.Port, TLS: streamTLS},
-		d.containers, d.sandboxes)
+	stream, err := cri.NewStreamServer(cri.StreamOptions{Address: d.cfg.Stream.Address, Port: d.cfg.Stream.Port, TLS: streamTLS,
+		Logger: d.log, Sessions: recorder[cri.SessionRecorder](d.metrics)}, d.containers, d.sandboxes)
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +305,8 @@ func (d *daemon) startStream() (*cri.StreamServer, error) {
 
 // criServer is the gRPC server of the CRI RuntimeService and ImageService.
 func (d *daemon) criServer(stream *cri.StreamServer) *grpc.Server {
-	srv := grpc.NewServer(grpc.UnaryInterceptor(cri.Instrument{Log: d.log}.Unary()))
+	in := cri.Instrument{Log: d.log, Calls: recorder[cri.CallRecorder](d.metrics)}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(in.Unary()), grpc.StreamInterceptor(in.Stream()))
 	runtimeapi.RegisterRuntimeServiceServer(srv, cri.NewRuntimeServer(cri.RuntimeOptions{
 		Version: version, Sandboxes: d.sandboxes, Containers: d.containers, Events: d.events, Stream: stream,
 		Network: d.network, Handlers: d.runtimes.Names(), CgroupDriver: d.cfg.CgroupDriver, ConfigInfo: d.cfg.Redacted(),

@@ -45,6 +45,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	state := fs.String("state", "", "runtime state directory (default /run/husk)")
 	listen := fs.String("listen", "", "CRI socket path (default /run/husk/husk.sock)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	logFormat := fs.String("log-format", "", "text or json (default text)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,6 +74,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if *logLevel != "" {
 		cfg.LogLevel = *logLevel
+	}
+	if *logFormat != "" {
+		cfg.LogFormat = *logFormat
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

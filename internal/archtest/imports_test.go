@@ -223,6 +223,22 @@ func TestOnlyCRIMakesGRPCStatus(t *testing.T) {
 	}
 }
 
+// The parts record metrics through small interfaces of their own
+// (phase.Observer, image.PullObserver, cri.CallRecorder...): only
+// internal/metrics knows client_golang.
+func TestOnlyMetricsImportsPrometheus(t *testing.T) {
+	for _, p := range packages(t) {
+		if p.ImportPath == full("metrics") {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, "github.com/prometheus/") {
+				t.Errorf("%s imports %s; only internal/metrics records metrics", short(p.ImportPath), imp)
+			}
+		}
+	}
+}
+
 func TestOCIIsPure(t *testing.T) {
 	for _, p := range packages(t) {
 		if p.ImportPath != full("oci") {
