@@ -320,6 +320,22 @@ func TestExecAttachPortForward(t *testing.T) {
 	}
 	e.stopRemove(podID)
 	e.assertNoLeaks(podID)
+
+	// Every session logged its start and, by now, its end.
+	for _, kind := range []string{"exec", "attach", "portforward"} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			started, ended := len(e.logBuf.lines("stream session started", "kind="+kind)), len(e.logBuf.lines("stream session ended", "kind="+kind))
+			if started > 0 && started == ended {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s sessions: %d started, %d ended", kind, started, ended)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // forwardConn opens a connection through a port-forward to port in the pod.
