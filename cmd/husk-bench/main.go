@@ -6,7 +6,7 @@
 // It also measures what metrics cost husk: two huskds, [metrics] off and on,
 // with each call alternated between them (-only metrics runs only that).
 //
-//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-only husk|containerd|metrics] [-json out.json]
+//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-only husk|containerd|metrics] [-scrape 1s] [-json out.json]
 package main
 
 import (
@@ -32,6 +32,8 @@ type options struct {
 	keep         bool
 	// huskConfig is TOML appended to huskd's config (tables only).
 	huskConfig string
+	// scrape is how often the metrics overhead scenario scrapes.
+	scrape time.Duration
 }
 
 // result is one scenario's samples per runtime.
@@ -52,6 +54,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
+	flag.DurationVar(&o.scrape, "scrape", time.Second, "metrics overhead: scrape /metrics this often (0: never)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "husk-bench: %v\n", err)
@@ -140,8 +143,26 @@ func run(o options) error {
 		}
 	}
 
-	fmt.Printf("\nhusk-bench: n=%d sandboxes per latency scenario, %d pods for memory, %s in all\n\n", o.n, o.pods, time.Since(start).Round(time.Second))
-	fmt.Printf("%-32s %12s %12s %12s %12s %10s %s\n", "scenario", "husk p50", "husk p90", "ctrd p50", "ctrd p90", "ratio p50", "target")
+	fmt.Printf("\nhusk-bench: n=%d sandboxes per latency scenario, %d pods for memory, %s in all\n", o.n, o.pods, time.Since(start).Round(time.Second))
+	var list []*result
+	if o.only != "metrics" {
+		list = printComparison(results, order)
+	}
+	if o.only == "" || o.only == "metrics" {
+		list = append(list, printMetricsOverhead(o, results, scrapes)...)
+	}
+	if o.jsonOut != "" {
+		b, _ := json.MarshalIndent(list, "", "  ")
+		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// printComparison prints husk against containerd.
+func printComparison(results map[string]*result, order []string) []*result {
+	fmt.Printf("\n%-32s %12s %12s %12s %12s %10s %s\n", "scenario", "husk p50", "husk p90", "ctrd p50", "ctrd p90", "ratio p50", "target")
 	var list []*result
 	for _, name := range order {
 		r := results[name]
@@ -164,16 +185,7 @@ func run(o options) error {
 	fmt.Println("\n[bridge]: bridge + host-local + portmap, the network of the issue's reference figures;")
 	fmt.Println("[bridge+masq]: the same with the bridge plugin's per-pod masquerade (ipMasq), as containerd's sample config.")
 	fmt.Println("The containerd columns of the infra rows are Debian's catatonit -P, the smallest packaged pause.")
-	if o.only == "" || o.only == "metrics" {
-		list = append(list, printMetricsOverhead(results, scrapes)...)
-	}
-	if o.jsonOut != "" {
-		b, _ := json.MarshalIndent(list, "", "  ")
-		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return list
 }
 
 func percentile(v []float64, p int) float64 {

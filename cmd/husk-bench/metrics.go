@@ -24,10 +24,11 @@ const (
 var metricsScenarios = []string{"RunPodSandbox", "CreateContainer"}
 
 // benchMetricsOverhead runs two huskds at once, one with [metrics] on and
-// scraped every second (Prometheus' usual interval is 15 to 60 s), one with
-// metrics off, and alternates each call between them, the first of each
-// pair changing every round: both see the same machine at the same time,
-// so their medians compare.
+// scraped every o.scrape (1 s by default; Prometheus' usual interval is 15
+// to 60 s; 0: not scraped, the cost of recording alone), one with metrics
+// off, and alternates each call between them, the first of each pair
+// changing every round: both see the same machine at the same time, so
+// their medians compare.
 func benchMetricsOverhead(ctx context.Context, o options, rec func(name, side string, v float64)) (scrapes []float64, err error) {
 	fmt.Fprintf(os.Stderr, "husk-bench: metrics overhead: %d RunPodSandbox and %d CreateContainer on each side\n", o.n, o.n)
 	daemons := map[string]*runtimeUnderTest{}
@@ -50,7 +51,7 @@ func benchMetricsOverhead(ctx context.Context, o options, rec func(name, side st
 	stopScraping := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); scrapes = scrapeEverySecond("http://"+addr+"/metrics", stopScraping) }()
+	go func() { defer wg.Done(); scrapes = scrapeEvery(o.scrape, "http://"+addr+"/metrics", stopScraping) }()
 	defer func() { close(stopScraping); wg.Wait() }()
 
 	const warmup = 3
@@ -128,11 +129,15 @@ func removePod(ctx context.Context, r *runtimeUnderTest, id string) error {
 	return nil
 }
 
-// scrapeEverySecond GETs url each second until stop and returns how long
-// each scrape took, in ms.
-func scrapeEverySecond(url string, stop <-chan struct{}) []float64 {
+// scrapeEvery GETs url every interval until stop and returns how long
+// each scrape took, in ms. A zero interval scrapes nothing.
+func scrapeEvery(interval time.Duration, url string, stop <-chan struct{}) []float64 {
 	var took []float64
-	tick := time.NewTicker(time.Second)
+	if interval <= 0 {
+		<-stop
+		return nil
+	}
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	client := &http.Client{Timeout: 5 * time.Second}
 	for {
@@ -181,9 +186,13 @@ func logValue(path, msg, key string) (string, error) {
 }
 
 // printMetricsOverhead prints the scenario's table.
-func printMetricsOverhead(results map[string]*result, scrapes []float64) []*result {
-	fmt.Printf("\nmetrics overhead: two huskds in the same run, each call alternated between them; \"on\" serves /metrics, scraped every second\n\n")
-	fmt.Printf("%-32s %12s %12s %12s %12s %10s\n", "scenario", "off p50", "on p50", "off p90", "on p90", "on/off p50")
+func printMetricsOverhead(o options, results map[string]*result, scrapes []float64) []*result {
+	scraped := "not scraped"
+	if o.scrape > 0 {
+		scraped = "scraped every " + o.scrape.String()
+	}
+	fmt.Printf("\nmetrics overhead, n=%d: two huskds in the same run, each call alternated between them; \"on\" serves /metrics, %s\n\n", o.n, scraped)
+	fmt.Printf("%-32s %12s %12s %12s %12s %10s %12s\n", "scenario", "off p50", "on p50", "off p90", "on p90", "on/off p50", "paired p50")
 	var list []*result
 	for _, name := range metricsScenarios {
 		r := results["metrics overhead: "+name]
@@ -196,9 +205,23 @@ func printMetricsOverhead(results map[string]*result, scrapes []float64) []*resu
 		if off50 > 0 {
 			ratio = fmt.Sprintf("%.3f", on50/off50)
 		}
-		fmt.Printf("%-32s %12s %12s %12s %12s %10s\n", name, format(off50, "ms"), format(on50, "ms"),
-			format(percentile(r.Samples[metricsOff], 90), "ms"), format(percentile(r.Samples[metricsOn], 90), "ms"), ratio)
+		fmt.Printf("%-32s %12s %12s %12s %12s %10s %12.3f\n", name, format(off50, "ms"), format(on50, "ms"),
+			format(percentile(r.Samples[metricsOff], 90), "ms"), format(percentile(r.Samples[metricsOn], 90), "ms"), ratio,
+			pairedRatio(r.Samples[metricsOff], r.Samples[metricsOn]))
 	}
+	fmt.Println("paired p50: the median of on/off over the rounds, each round's two calls made back to back.")
 	fmt.Printf("\n%d scrapes during the scenario, median %s, p90 %s\n", len(scrapes), format(percentile(scrapes, 50), "ms"), format(percentile(scrapes, 90), "ms"))
 	return list
+}
+
+// pairedRatio is the median of on[i]/off[i]: the calls of one round ran
+// back to back, so the machine's load drifts out of each ratio.
+func pairedRatio(off, on []float64) float64 {
+	var r []float64
+	for i := range min(len(off), len(on)) {
+		if off[i] > 0 {
+			r = append(r, on[i]/off[i])
+		}
+	}
+	return percentile(r, 50)
 }
