@@ -7,6 +7,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/oci"
 )
 
 // ValidateConfig checks what is used as names and paths; the errors name
@@ -59,6 +61,11 @@ func ValidateConfig(cfg *runtimeapi.ContainerConfig) error {
 	}
 	if sc := cfg.GetLinux().GetSecurityContext(); sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
 		return bad("linux.security_context.run_as_group", "is set without run_as_user or run_as_username")
+	}
+	for i, d := range cfg.GetDevices() {
+		if _, ok := oci.DeviceAccess(d.GetPermissions()); !ok {
+			return bad(fmt.Sprintf("devices[%d].permissions", i), fmt.Sprintf("%q of device %s is not a combination of r, w and m", d.GetPermissions(), d.GetContainerPath()))
+		}
 	}
 	for i, e := range cfg.GetEnvs() {
 		if e.GetKey() == "" || strings.ContainsAny(e.GetKey(), "=\x00") {

@@ -47,6 +47,12 @@ func TestValidateConfig(t *testing.T) {
 		{"rro", func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/srv", Readonly: true, RecursiveReadOnly: true}}
 		}, ""},
+		{"device permissions", func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/a", Permissions: "r"}, {HostPath: "/dev/null", ContainerPath: "/dev/b"}}
+		}, ""},
+		{"bad device permissions", func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/a", Permissions: "rx"}}
+		}, `devices[0].permissions "rx" of device /dev/a`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -166,7 +166,7 @@ func AppSpec(cfg *runtimeapi.ContainerConfig, s ContainerSpec) (*specs.Spec, err
 		Linux: &specs.Linux{
 			Namespaces:  appNamespaces(cfg, s),
 			CgroupsPath: s.CgroupsPath,
-			Resources:   resources(lx.GetResources(), s.Devices, privileged),
+			Resources:   resources(lx.GetResources(), s.Devices, deviceAccesses(cfg.GetDevices()), privileged),
 			Devices:     s.Devices,
 			Sysctl:      s.Sandbox.GetLinux().GetSysctls(),
 		},
@@ -410,9 +410,37 @@ func appAnnotations(cfg *runtimeapi.ContainerConfig, s ContainerSpec) map[string
 	return a
 }
 
+// DeviceAccess is the device cgroup access CRI permissions grant: a
+// combination of r (read), w (write) and m (mknod), each at most once;
+// all three when unset. ok is false for anything else.
+func DeviceAccess(permissions string) (access string, ok bool) {
+	if permissions == "" {
+		return "rwm", true
+	}
+	for i, c := range permissions {
+		if !strings.ContainsRune("rwm", c) || strings.ContainsRune(permissions[i+1:], c) {
+			return "", false
+		}
+	}
+	return permissions, true
+}
+
+// deviceAccesses is the cgroup access of each CRI device, by container
+// path (the node's devices of a privileged container get "rwm").
+func deviceAccesses(devs []*runtimeapi.Device) map[string]string {
+	out := map[string]string{}
+	for _, d := range devs {
+		if a, ok := DeviceAccess(d.GetPermissions()); ok {
+			out[filepath.Clean(d.GetContainerPath())] = a
+		}
+	}
+	return out
+}
+
 // resources maps the CRI's LinuxContainerResources; zero values mean
-// "not set" in the CRI and are left out.
-func resources(r *runtimeapi.LinuxContainerResources, devices []specs.LinuxDevice, privileged bool) *specs.LinuxResources {
+// "not set" in the CRI and are left out. Each device is allowed the access
+// in access (by container path), else "rwm".
+func resources(r *runtimeapi.LinuxContainerResources, devices []specs.LinuxDevice, access map[string]string, privileged bool) *specs.LinuxResources {
 	out := &specs.LinuxResources{}
 	if privileged {
 		out.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
@@ -420,7 +448,11 @@ func resources(r *runtimeapi.LinuxContainerResources, devices []specs.LinuxDevic
 		out.Devices = []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}
 		for _, d := range devices {
 			major, minor := d.Major, d.Minor
-			out.Devices = append(out.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: d.Type, Major: &major, Minor: &minor, Access: "rwm"})
+			a, ok := access[filepath.Clean(d.Path)]
+			if !ok {
+				a = "rwm"
+			}
+			out.Devices = append(out.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: d.Type, Major: &major, Minor: &minor, Access: a})
 		}
 	}
 	UpdateResources(out, r)

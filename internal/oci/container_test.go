@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -154,5 +155,44 @@ func TestAmbientCapabilities(t *testing.T) {
 		AddCapabilities: []string{"NET_BIND_SERVICE"}, AddAmbientCapabilities: []string{"net_bind_service"}}}, nil)
 	if !slices.Contains(caps.Ambient, "CAP_NET_BIND_SERVICE") || !slices.Contains(caps.Inheritable, "CAP_NET_BIND_SERVICE") {
 		t.Errorf("ambient %v inheritable %v, want CAP_NET_BIND_SERVICE in both", caps.Ambient, caps.Inheritable)
+	}
+}
+
+func TestDeviceAccess(t *testing.T) {
+	tests := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"", "rwm", true}, {"r", "r", true}, {"rw", "rw", true}, {"mwr", "mwr", true}, {"rwm", "rwm", true},
+		{"x", "", false}, {"rr", "", false}, {"rwmr", "", false}, {"R", "", false}, {" r", "", false},
+	}
+	for _, tt := range tests {
+		if got, ok := DeviceAccess(tt.in); got != tt.want || ok != tt.ok {
+			t.Errorf("DeviceAccess(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// Each CRI device's cgroup rule grants its permissions; devices the CRI
+// did not list (a privileged container's) get rwm.
+func TestDeviceCgroupRules(t *testing.T) {
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Command: []string{"x"},
+		Devices: []*runtimeapi.Device{
+			{HostPath: "/dev/zero", ContainerPath: "/dev/ro", Permissions: "r"},
+			{HostPath: "/dev/null", ContainerPath: "/dev/any"},
+		},
+	}
+	devs := []specs.LinuxDevice{{Path: "/dev/ro", Type: "c", Major: 1, Minor: 5}, {Path: "/dev/any", Type: "c", Major: 1, Minor: 3}, {Path: "/dev/other", Type: "c", Major: 1, Minor: 7}}
+	s, err := AppSpec(cfg, ContainerSpec{Sandbox: &runtimeapi.PodSandboxConfig{}, Devices: devs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int64]string{}
+	for _, r := range s.Linux.Resources.Devices[1:] {
+		got[*r.Minor] = r.Access
+	}
+	if want := map[int64]string{5: "r", 3: "rwm", 7: "rwm"}; !maps.Equal(got, want) || s.Linux.Resources.Devices[0].Allow {
+		t.Errorf("device rules %v (first %+v), want deny all then %v", got, s.Linux.Resources.Devices[0], want)
 	}
 }
