@@ -44,8 +44,8 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err := ValidateConfig(cfg); err != nil {
 		return "", err
 	}
-	// 2. The sandbox (READY), the image and the runtime handler, and
-	// from them the record.
+	// 2. The sandbox (READY), the image, the images of the image volumes
+	// and the runtime handler, and from them the record.
 	req, err := m.resolve(sandboxID, cfg)
 	if err != nil {
 		return "", err
@@ -82,13 +82,21 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", err
 	}
 	timer.Mark("rootfs")
-	// 5. The user, resolved against the image's passwd and group.
+	// 5. The image volumes: each image's layers, held like the rootfs's
+	// and mounted read-only (idmapped in a user-namespaced pod), or the
+	// directory image_sub_path names in them.
+	imageSources, err := m.mountImages(rec, cfg.GetMounts(), req.volumeImages, req.userns)
+	if err != nil {
+		return "", err
+	}
+	timer.Mark("image volumes")
+	// 6. The user, resolved against the image's passwd and group.
 	in.User, err = resolveUser(in.RootfsPath, cfg.GetLinux().GetSecurityContext(), req.imageConfig.User)
 	if err != nil {
 		return "", err
 	}
 	rec.UID, rec.GID, rec.Groups = in.User.UID, in.User.GID, in.User.AdditionalGids
-	// 6. Devices, the PID namespace a pid=TARGET container joins, and
+	// 7. Devices, the PID namespace a pid=TARGET container joins, and
 	// the host side of the mounts.
 	in.Devices, err = containerDevices(cfg)
 	if err != nil {
@@ -101,26 +109,28 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err := prepareMounts(cfg.GetMounts()); err != nil {
 		return "", err
 	}
-	// 7. Volume views (idmapped, recursively read-only), staged until
-	// the runtime has made its own clones of them (10).
+	// 8. Volume views (idmapped, recursively read-only), staged until
+	// the runtime has made its own clones of them (11), and the image
+	// volumes' mounts.
 	var dropViews func()
 	in.MountSources, dropViews, err = volumeViews(m.rootDir(rec.ID), cfg.GetMounts(), req.userns, req.sandbox.Config, req.runtime.RecursiveReadOnly)
 	if err != nil {
 		return "", err
 	}
 	defer dropViews()
-	// 8. The OCI spec, with its seccomp filter and AppArmor profile.
+	in.MountSources = withSources(in.MountSources, imageSources)
+	// 9. The OCI spec, with its seccomp filter and AppArmor profile.
 	spec, err := buildSpec(cfg, in, m.appArmor)
 	if err != nil {
 		return "", err
 	}
-	// 9. The bundle, and the directory of the CRI log.
+	// 10. The bundle, and the directory of the CRI log.
 	bundle, err := m.writeBundle(rec, spec)
 	if err != nil {
 		return "", err
 	}
 	timer.Mark("spec")
-	// 10. The pod's monitor (the pod's first container starts it), which
+	// 11. The pod's monitor (the pod's first container starts it), which
 	// runs the runtime's create and stays the container's parent.
 	mon, err := m.monitorFor(ctx, req.sandbox.ID)
 	if err != nil {
@@ -131,7 +141,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", err
 	}
 	timer.Mark("runtime")
-	// 11. CREATED, persisted; its exit is followed from now on.
+	// 12. CREATED, persisted; its exit is followed from now on.
 	if err := m.markCreated(c, mon); err != nil {
 		return "", err
 	}
@@ -153,9 +163,11 @@ type createRequest struct {
 	runtime     *ociruntime.Runtime
 	// userns is the pod's user namespace; nil when the pod has none.
 	userns *idmap
+	// volumeImages are the images of the image volumes, by mount index.
+	volumeImages map[int]*image.Image
 }
 
-// resolve finds the ready sandbox, the image and the runtime handler a
+// resolve finds the ready sandbox, the images and the runtime handler a
 // container is created from.
 func (m *Manager) resolve(sandboxID string, cfg *runtimeapi.ContainerConfig) (*createRequest, error) {
 	sb, err := m.opts.Sandboxes.Sandbox(sandboxID)
@@ -173,11 +185,16 @@ func (m *Manager) resolve(sandboxID string, cfg *runtimeapi.ContainerConfig) (*c
 	if err != nil {
 		return nil, err
 	}
+	vols, err := m.volumeImages(cfg.GetMounts())
+	if err != nil {
+		return nil, err
+	}
 	rt, err := m.opts.Runtimes.Get(sb.Handler)
 	if err != nil {
 		return nil, err
 	}
-	return &createRequest{cfg: cfg, sandbox: sb, image: img, imageConfig: &imgCfg.Config, runtime: rt, userns: podUserns(sb)}, nil
+	return &createRequest{cfg: cfg, sandbox: sb, image: img, imageConfig: &imgCfg.Config, runtime: rt,
+		userns: podUserns(sb), volumeImages: vols}, nil
 }
 
 // newContainer makes the container's record (state CREATING) with a new ID.
@@ -303,8 +320,9 @@ func (m *Manager) markCreated(c *Container, mon *monitor.Client) error {
 }
 
 // releaseLocked undoes what a container owns on the host: the runtime's
-// container (killed), the monitor's entry, the rootfs and the dirs. It is
-// idempotent; c.mu must be held.
+// container (killed), the monitor's entry, the rootfs, the image volumes
+// and any view left staged, and the dirs. It is idempotent; c.mu must be
+// held.
 func (m *Manager) releaseLocked(c *Container) error {
 	rec := &c.rec
 	ctx, cancel := lifecycle.FreshContext()
@@ -334,6 +352,9 @@ func (m *Manager) releaseLocked(c *Container) error {
 		} else {
 			rec.RootfsMounted = false
 		}
+	}
+	if err := unmountBelow(m.rootDir(rec.ID)); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
 		for _, d := range []string{m.rootDir(rec.ID), m.bundleDir(rec.ID)} {

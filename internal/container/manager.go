@@ -92,6 +92,9 @@ type Record struct {
 	UID    uint32   `json:"uid"`
 	GID    uint32   `json:"gid"`
 	Groups []uint32 `json:"groups,omitempty"`
+	// ImageMounts are the container's image volumes, mounted under its
+	// root dir; their layers are held with the rootfs's.
+	ImageMounts []ImageMount `json:"imageMounts,omitempty"`
 }
 
 // Container is one container in memory.

@@ -3,6 +3,7 @@ package container
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,9 @@ import (
 // mount cannot give is refused.
 func prepareMounts(mounts []*runtimeapi.Mount) error {
 	for i, mnt := range mounts {
+		if isImageMount(mnt) {
+			continue // mounted by huskd, read-only (mountImages)
+		}
 		if _, err := os.Stat(mnt.GetHostPath()); errors.Is(err, os.ErrNotExist) {
 			if err := os.MkdirAll(mnt.GetHostPath(), 0o755); err != nil {
 				return fmt.Errorf("mounts[%d]: host path %s: %w", i, mnt.GetHostPath(), err)
@@ -95,7 +99,8 @@ func volumeViews(dir string, mounts []*runtimeapi.Mount, userns *idmap, sb *runt
 // viewsNeeded lists the mounts that are bind mounted from a view, with
 // their indexes: idmapped ones for a pod with a user namespace (the
 // kubelet gives them the pod's mappings; other mappings are refused),
-// recursively read-only ones where the runtime has no "rro".
+// recursively read-only ones where the runtime has no "rro". Image volumes
+// need none: their mounts are huskd's own.
 func viewsNeeded(mounts []*runtimeapi.Mount, userns *idmap, sb *runtimeapi.PodSandboxConfig, runtimeRRO bool) ([]view, []int, error) {
 	uids, gids, _ := oci.PodIDMappings(sb)
 	var views []view
@@ -107,6 +112,9 @@ func viewsNeeded(mounts []*runtimeapi.Mount, userns *idmap, sb *runtimeapi.PodSa
 				return nil, nil, fmt.Errorf("mounts[%d]: ID mappings that are not the pod's user namespace: %w", i, errdefs.ErrInvalidArgument)
 			}
 			v.userns = userns.nsPath
+		}
+		if isImageMount(m) {
+			continue // idmapped and read-only already (mountImages)
 		}
 		v.rro = m.GetRecursiveReadOnly() && !runtimeRRO
 		if v.userns == "" && !v.rro {
@@ -129,4 +137,17 @@ func sameMappings(a []*runtimeapi.IDMapping, b []specs.LinuxIDMapping) bool {
 		}
 	}
 	return true
+}
+
+// withSources adds the sources of more mounts, by index, to a map that may
+// be nil.
+func withSources(sources, more map[int]string) map[int]string {
+	if len(more) == 0 {
+		return sources
+	}
+	if sources == nil {
+		sources = map[int]string{}
+	}
+	maps.Copy(sources, more)
+	return sources
 }

@@ -26,7 +26,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 }
 
 // load indexes a recovered record with its decoded config and holds its
-// image's layers.
+// image's layers and those of its image volumes.
 func (m *Manager) load(r Record) *Container {
 	log := m.logger(&r)
 	cfg := &runtimeapi.ContainerConfig{}
@@ -36,7 +36,7 @@ func (m *Manager) load(r Record) *Container {
 	c := &Container{rec: r, config: cfg, exited: make(chan struct{})}
 	c.snapshot.Publish(&c.rec)
 	m.index.Add(r.ID, r.Name, c)
-	if err := m.opts.Images.HoldLayers(r.ID, r.Layers); err != nil {
+	if err := m.opts.Images.HoldLayers(r.ID, r.heldLayers()); err != nil {
 		log.Error("container's image layers are missing", "error", err)
 	}
 	return c

@@ -76,14 +76,22 @@ func (m *Manager) mountRootfs(rec *Record, layers []string, userns *idmap) (stri
 	return rootfs, nil
 }
 
-// mountOverlay mounts an overlay of lower (top-most first) at target.
-// mount(2) takes the options as one page; an image with many layers (or
-// long paths) passes that, and then the layers are given one by one
-// through the new mount API ("lowerdir+", Linux 6.8+), which has no limit.
+// mountOverlay mounts an overlay of lower (top-most first) at target;
+// read-only when upper is "" (an image volume). mount(2) takes the options
+// as one page; an image with many layers (or long paths) passes that, and
+// then the layers are given one by one through the new mount API
+// ("lowerdir+", Linux 6.8+), which has no limit.
 func mountOverlay(target string, lower []string, upper, work string) error {
-	data := "lowerdir=" + strings.Join(lower, ":") + ",upperdir=" + upper + ",workdir=" + work
+	data := "lowerdir=" + strings.Join(lower, ":")
+	var flags uintptr
+	var attrs int
+	if upper != "" {
+		data += ",upperdir=" + upper + ",workdir=" + work
+	} else {
+		flags, attrs = unix.MS_RDONLY, unix.MOUNT_ATTR_RDONLY
+	}
 	if len(data) < os.Getpagesize()-1 {
-		return unix.Mount("overlay", target, "overlay", 0, data)
+		return unix.Mount("overlay", target, "overlay", flags, data)
 	}
 	fd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
@@ -95,16 +103,18 @@ func mountOverlay(target string, lower []string, upper, work string) error {
 			return fmt.Errorf("overlay options longer than a page need lowerdir+ (Linux 6.8+): %w: %w", err, errdefs.ErrNotImplemented)
 		}
 	}
-	if err := unix.FsconfigSetString(fd, "upperdir", upper); err != nil {
-		return fmt.Errorf("upperdir: %w", err)
-	}
-	if err := unix.FsconfigSetString(fd, "workdir", work); err != nil {
-		return fmt.Errorf("workdir: %w", err)
+	if upper != "" {
+		if err := unix.FsconfigSetString(fd, "upperdir", upper); err != nil {
+			return fmt.Errorf("upperdir: %w", err)
+		}
+		if err := unix.FsconfigSetString(fd, "workdir", work); err != nil {
+			return fmt.Errorf("workdir: %w", err)
+		}
 	}
 	if err := unix.FsconfigCreate(fd); err != nil {
 		return fmt.Errorf("create overlay: %w", err)
 	}
-	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, 0)
+	mfd, err := unix.Fsmount(fd, unix.FSMOUNT_CLOEXEC, attrs)
 	if err != nil {
 		return fmt.Errorf("fsmount: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/monitor"
@@ -58,8 +57,8 @@ func (m *Manager) Status(id string, verbose bool) (*runtimeapi.ContainerStatus, 
 			Uid: int64(v.UID), Gid: int64(v.GID), SupplementalGroups: groups(v),
 		}},
 	}
-	for _, mnt := range cfg.GetMounts() {
-		st.Mounts = append(st.Mounts, proto.Clone(mnt).(*runtimeapi.Mount))
+	for i, mnt := range cfg.GetMounts() {
+		st.Mounts = append(st.Mounts, statusMount(mnt, i, v))
 	}
 	if !verbose {
 		return st, nil, nil

@@ -41,7 +41,14 @@ func ValidateConfig(cfg *runtimeapi.ContainerConfig) error {
 		if !filepath.IsAbs(m.GetContainerPath()) {
 			return bad(fmt.Sprintf("mounts[%d].container_path", i), fmt.Sprintf("%q is not absolute", m.GetContainerPath()))
 		}
-		if !filepath.IsAbs(m.GetHostPath()) {
+		switch {
+		case isImageMount(m):
+			if field, why := imageMountProblem(m); field != "" {
+				return bad(fmt.Sprintf("mounts[%d].%s", i, field), why)
+			}
+		case m.GetImage() != nil && m.GetHostPath() == "":
+			return bad(fmt.Sprintf("mounts[%d].image.image", i), "is empty, and so is host_path")
+		case !filepath.IsAbs(m.GetHostPath()):
 			return bad(fmt.Sprintf("mounts[%d].host_path", i), fmt.Sprintf("%q is not absolute", m.GetHostPath()))
 		}
 		if _, ok := runtimeapi.MountPropagation_name[int32(m.GetPropagation())]; !ok {

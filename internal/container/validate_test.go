@@ -47,6 +47,24 @@ func TestValidateConfig(t *testing.T) {
 		{"rro", func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/srv", Readonly: true, RecursiveReadOnly: true}}
 		}, ""},
+		{"image mount", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/v", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "sha256:ab"}, ImageSubPath: "a/../b"}}
+		}, ""},
+		{"image mount with a host path", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/v", HostPath: "/srv", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "x"}}}
+		}, "mounts[0].host_path"},
+		{"writable image mount", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/v", Image: &runtimeapi.ImageSpec{Image: "x"}}}
+		}, "mounts[0].readonly"},
+		{"image mount without image", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/v", Readonly: true, Image: &runtimeapi.ImageSpec{}}}
+		}, "mounts[0].image.image"},
+		{"image sub path climbing out", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/v", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "x"}, ImageSubPath: "a/../../etc"}}
+		}, `mounts[0].image_sub_path "a/../../etc" leaves the image`},
+		{"absolute image sub path", func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/v", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "x"}, ImageSubPath: "/etc"}}
+		}, "mounts[0].image_sub_path"},
 		{"device permissions", func(c *runtimeapi.ContainerConfig) {
 			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/a", Permissions: "r"}, {HostPath: "/dev/null", ContainerPath: "/dev/b"}}
 		}, ""},

@@ -39,33 +39,40 @@ func stageViews(dir string, views []view) ([]string, func(), error) {
 	}
 	for i, v := range views {
 		target := filepath.Join(dir, strconv.Itoa(i))
-		// A file (a volume can be one) is mounted on a file.
-		if fi, err := os.Stat(v.src); err == nil && !fi.IsDir() {
-			if err := os.WriteFile(target, nil, 0o600); err != nil {
-				return fail(err)
-			}
-		} else if err := os.Mkdir(target, 0o700); err != nil {
+		if err := mountView(target, v); err != nil {
 			return fail(err)
-		}
-		flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
-		if v.rro {
-			flags |= unix.AT_RECURSIVE
-		}
-		fd, err := unix.OpenTree(unix.AT_FDCWD, v.src, uint(flags))
-		if err != nil {
-			return fail(fmt.Errorf("open_tree %s: %w", v.src, err))
-		}
-		err = setViewAttrs(fd, v)
-		if err == nil {
-			err = unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH)
-		}
-		unix.Close(fd)
-		if err != nil {
-			return fail(fmt.Errorf("view of %s: %w", v.src, err))
 		}
 		staged = append(staged, target)
 	}
 	return staged, cleanup, nil
+}
+
+// mountView mounts a view of v.src at target, which it makes: a file (a
+// volume can be one) is mounted on a file.
+func mountView(target string, v view) error {
+	if fi, err := os.Stat(v.src); err == nil && !fi.IsDir() {
+		if err := os.WriteFile(target, nil, 0o600); err != nil {
+			return err
+		}
+	} else if err := os.Mkdir(target, 0o700); err != nil && !os.IsExist(err) {
+		return err
+	}
+	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
+	if v.rro {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, v.src, uint(flags))
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", v.src, err)
+	}
+	defer unix.Close(fd)
+	if err := setViewAttrs(fd, v); err != nil {
+		return fmt.Errorf("view of %s: %w", v.src, err)
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("view of %s: %w", v.src, err)
+	}
+	return nil
 }
 
 func setViewAttrs(fd int, v view) error {
