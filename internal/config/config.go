@@ -65,6 +65,7 @@ type Config struct {
 	Stream     Stream              `toml:"stream"`
 	Metrics    Metrics             `toml:"metrics"`
 	Debug      Debug               `toml:"debug"`
+	CDI        CDI                 `toml:"cdi"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -82,6 +83,14 @@ type Debug struct {
 	Address string `toml:"address" comment:"host:port serving net/http/pprof under /debug/pprof/ (no authentication); empty: off"`
 	// AllowNonLoopback accepts an Address that is not a loopback one.
 	AllowNonLoopback bool `toml:"allow_non_loopback" comment:"accept a debug address other than loopback (127.0.0.0/8, ::1, localhost)"`
+}
+
+// CDI configures Container Device Interface devices (ContainerConfig's
+// CDI_devices and the cdi.k8s.io/* annotations).
+type CDI struct {
+	// SpecDirs hold the CDI spec files, read again before each container that
+	// asks for a device; a device in a later dir overrides one in an earlier.
+	SpecDirs []string `toml:"spec_dirs" comment:"CDI spec dirs, read again before each container that asks for a device; a later one overrides an earlier"`
 }
 
 // CNI configures pod networking.
@@ -181,6 +190,7 @@ func Default() *Config {
 		Stream: Stream{
 			Address: "127.0.0.1",
 		},
+		CDI: CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
 	}
 }
 
@@ -350,6 +360,15 @@ func (c *Config) Validate() error {
 		case !c.Debug.AllowNonLoopback && !isLoopback(host):
 			bad("debug.address", "%q is not a loopback address and pprof has no authentication; set debug.allow_non_loopback = true to serve it there anyway", c.Debug.Address)
 		}
+	}
+	seen := map[string]bool{}
+	for i, d := range c.CDI.SpecDirs {
+		if !filepath.IsAbs(d) {
+			bad(fmt.Sprintf("cdi.spec_dirs[%d]", i), "must be an absolute path, got %q", d)
+		} else if seen[filepath.Clean(d)] {
+			bad(fmt.Sprintf("cdi.spec_dirs[%d]", i), "%q is listed twice", d)
+		}
+		seen[filepath.Clean(d)] = true
 	}
 	return errors.Join(errs...)
 }

@@ -73,6 +73,18 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{"unknown debug key", "[debug]\nallow = true\n", "unknown key(s): debug.allow", nil},
+		{"cdi default", "", "", func(t *testing.T, c *Config) {
+			if strings.Join(c.CDI.SpecDirs, " ") != "/etc/cdi /var/run/cdi" {
+				t.Errorf("cdi.spec_dirs = %q", c.CDI.SpecDirs)
+			}
+		}},
+		{"cdi dirs", "[cdi]\nspec_dirs = [\"/opt/cdi\"]\n", "", func(t *testing.T, c *Config) {
+			if len(c.CDI.SpecDirs) != 1 || c.CDI.SpecDirs[0] != "/opt/cdi" {
+				t.Errorf("cdi.spec_dirs = %q", c.CDI.SpecDirs)
+			}
+		}},
+		{"cdi relative dir", "[cdi]\nspec_dirs = [\"/etc/cdi\", \"cdi\"]\n", "cdi.spec_dirs[1]: must be an absolute path", nil},
+		{"cdi dir twice", "[cdi]\nspec_dirs = [\"/etc/cdi\", \"/etc/cdi/\"]\n", "cdi.spec_dirs[1]: \"/etc/cdi/\" is listed twice", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,8 +114,11 @@ func TestDefaultRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("default config does not parse back: %v\n%s", err, b)
 	}
-	if c.ShmSize != 64<<20 || c.ImagePullProgressTimeout != Default().ImagePullProgressTimeout {
+	if c.ShmSize != 64<<20 || c.ImagePullProgressTimeout != Default().ImagePullProgressTimeout || len(c.CDI.SpecDirs) != 2 {
 		t.Errorf("round trip changed values: %+v", c)
+	}
+	if !strings.Contains(string(b), "[cdi]") || !strings.Contains(string(b), "spec_dirs = ['/etc/cdi', '/var/run/cdi']") {
+		t.Errorf("default config lacks [cdi] spec_dirs:\n%s", b)
 	}
 }
 

@@ -44,8 +44,9 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err := ValidateConfig(cfg); err != nil {
 		return "", err
 	}
-	// 2. The sandbox (READY), the image, the images of the image volumes
-	// and the runtime handler, and from them the record.
+	// 2. The sandbox (READY), the image, the images of the image volumes,
+	// the names of the CDI devices and the runtime handler, and from them
+	// the record.
 	req, err := m.resolve(sandboxID, cfg)
 	if err != nil {
 		return "", err
@@ -119,9 +120,13 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	}
 	defer dropViews()
 	in.MountSources = withSources(in.MountSources, imageSources)
-	// 9. The OCI spec, with its seccomp filter and AppArmor profile.
+	// 9. The OCI spec, with its seccomp filter and AppArmor profile, and
+	// the edits of the CDI devices and their specs.
 	spec, err := buildSpec(cfg, in, m.appArmor)
 	if err != nil {
+		return "", err
+	}
+	if err := m.cdi.inject(spec, req.cdiDevices); err != nil {
 		return "", err
 	}
 	// 10. The bundle, and the directory of the CRI log.
@@ -165,10 +170,12 @@ type createRequest struct {
 	userns *idmap
 	// volumeImages are the images of the image volumes, by mount index.
 	volumeImages map[int]*image.Image
+	// cdiDevices are the qualified names of the CDI devices asked for.
+	cdiDevices []string
 }
 
 // resolve finds the ready sandbox, the images and the runtime handler a
-// container is created from.
+// container is created from, and the CDI devices it asks for.
 func (m *Manager) resolve(sandboxID string, cfg *runtimeapi.ContainerConfig) (*createRequest, error) {
 	sb, err := m.opts.Sandboxes.Sandbox(sandboxID)
 	if err != nil {
@@ -189,12 +196,16 @@ func (m *Manager) resolve(sandboxID string, cfg *runtimeapi.ContainerConfig) (*c
 	if err != nil {
 		return nil, err
 	}
+	cdiNames, err := cdiDeviceNames(cfg)
+	if err != nil {
+		return nil, err
+	}
 	rt, err := m.opts.Runtimes.Get(sb.Handler)
 	if err != nil {
 		return nil, err
 	}
 	return &createRequest{cfg: cfg, sandbox: sb, image: img, imageConfig: &imgCfg.Config, runtime: rt,
-		userns: podUserns(sb), volumeImages: vols}, nil
+		userns: podUserns(sb), volumeImages: vols, cdiDevices: cdiNames}, nil
 }
 
 // newContainer makes the container's record (state CREATING) with a new ID.

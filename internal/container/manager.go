@@ -169,6 +169,9 @@ type Options struct {
 	Runtimes      *ociruntime.Handlers
 	MonitorBinary string
 	CgroupDriver  string
+	// CDISpecDirs hold the CDI spec files (a later dir overrides an
+	// earlier one); none: every CDI device is unknown.
+	CDISpecDirs []string
 	// Events hears every lifecycle event; nil hears nothing.
 	Events lifecycle.Events
 	// Phases is told the time of each step of CreateContainer; nil is
@@ -192,6 +195,8 @@ type Manager struct {
 	// appArmor whether the kernel has AppArmor. Both are read once.
 	allCaps  []string
 	appArmor bool
+	// cdi resolves CDI devices against the spec dirs.
+	cdi *cdiDevices
 }
 
 // New makes the directories. Call Recover before serving.
@@ -215,6 +220,7 @@ func New(opts Options) (*Manager, error) {
 		records: lifecycle.Records[Record]{Store: opts.Store, Bucket: store.Containers, Names: store.ContainerName,
 			What: "container", IDKey: "container_id"},
 		allCaps: oci.CapabilitiesFromMask(boundingSet()), appArmor: appArmorEnabled(),
+		cdi: newCDIDevices(opts.CDISpecDirs),
 	}, nil
 }
 
