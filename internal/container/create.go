@@ -90,7 +90,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", err
 	}
-	timer.Mark("image volumes")
+	timer.Mark("image_volumes")
 	// 6. The user, resolved against the image's passwd and group.
 	in.User, err = resolveUser(in.RootfsPath, cfg.GetLinux().GetSecurityContext(), req.imageConfig.User)
 	if err != nil {

@@ -23,7 +23,7 @@ import (
 // internal/container name them.
 var (
 	SandboxPhases   = []string{"persist", "files", "netns", "network", "infra", "ready"}
-	ContainerPhases = []string{"persist", "rootfs", "spec", "monitor", "runtime", "persisted"}
+	ContainerPhases = []string{"persist", "rootfs", "image_volumes", "spec", "monitor", "runtime", "persisted"}
 	// StreamKinds are the sessions of the streaming server.
 	StreamKinds = []string{"exec", "attach", "portforward"}
 )
