@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -106,18 +107,14 @@ func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
 		switch kind {
 		case proto.FrameStdin:
 			sentStdin = true
-			if c.stdin != nil {
-				if _, err := c.stdin.Write(buf[:n]); err != nil {
-					c.closeStdin()
-				}
-			}
+			c.writeStdin(buf[:n])
 		case proto.FrameStdinClose:
 			if c.stdinOnce {
 				c.closeStdin()
 			}
 		case proto.FrameResize:
-			if w, h, ok := proto.ParseResize(buf[:n]); ok && c.tty && c.stdin != nil {
-				_ = unix.IoctlSetWinsize(int(c.stdin.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Col: w, Row: h})
+			if w, h, ok := proto.ParseResize(buf[:n]); ok {
+				c.resize(w, h)
 			}
 		}
 	}
@@ -126,13 +123,58 @@ func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
 	}
 }
 
-// closeStdin closes the container's stdin (its pipe; never a terminal's
-// master, which carries the output too).
-func (c *container) closeStdin() {
+// input is the container's stdin, nil without one or once closed.
+func (c *container) input() *os.File {
 	c.attachMu.Lock()
 	defer c.attachMu.Unlock()
-	if c.stdin != nil && !c.tty {
-		c.stdin.Close()
-		c.stdin = nil
+	return c.stdin
+}
+
+// writeStdin writes a client's input to the container's stdin. A pipe
+// whose reader is gone is closed for good.
+func (c *container) writeStdin(p []byte) {
+	in := c.input()
+	if in == nil {
+		return
+	}
+	if _, err := in.Write(p); err != nil {
+		c.closeStdin()
+	}
+}
+
+// resize sets the size of the container's terminal. Through the raw
+// conn: Fd would put the master, which the output copy reads, in blocking
+// mode.
+func (c *container) resize(width, height uint16) {
+	in := c.input()
+	if !c.tty || in == nil {
+		return
+	}
+	rc, err := in.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Col: width, Row: height})
+	})
+}
+
+// closeStdin closes the container's stdin pipe; never a terminal's
+// master, which carries the output too.
+func (c *container) closeStdin() {
+	if !c.tty {
+		c.releaseStdin()
+	}
+}
+
+// releaseStdin closes the container's stdin, a terminal's master
+// included: once the container is forgotten.
+func (c *container) releaseStdin() {
+	c.attachMu.Lock()
+	in := c.stdin
+	c.stdin = nil
+	c.attachMu.Unlock()
+	if in != nil {
+		in.Close()
 	}
 }

@@ -102,16 +102,19 @@ type container struct {
 	pid      int
 	exitFile string
 	log      *crilog.File
-	stdin    *os.File // write end kept for attach (a tty's master); nil without stdin
 	tty      bool
 	// stdinOnce closes stdin when the first attached writer leaves.
 	stdinOnce bool
 	exited    chan struct{}
 	exit      proto.Exit
 
-	// attachMu guards attached and stdin.
+	// attachMu guards attached and stdin. stdin is taken under it and
+	// used outside it (input): a write to a full pipe must never hold the
+	// lock the output copy takes, and an os.File may be closed while
+	// another goroutine writes to it (the write then fails).
 	attachMu sync.Mutex
 	attached map[*attachment]struct{}
+	stdin    *os.File // write end kept for attach (a tty's master); nil without stdin, or once closed
 }
 
 // reap is the only place that waits for children: it hands each status to
@@ -224,10 +227,7 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 			default:
 				return fail(fmt.Errorf("container %s: still running", req.ID))
 			}
-			c.closeStdin()
-			if c.tty && c.stdin != nil {
-				c.stdin.Close()
-			}
+			c.releaseStdin()
 		}
 		return &proto.Response{}
 	case proto.OpShutdown:
