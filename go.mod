@@ -23,6 +23,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 	k8s.io/cri-api v0.37.0
 	k8s.io/cri-streaming v0.37.0
+	k8s.io/streaming v0.37.0
 	k8s.io/utils v0.0.0-20261023123148-ca04ba58ecab
 	tags.cncf.io/container-device-interface v1.1.2
 )
@@ -71,7 +72,6 @@ require (
 	gotest.tools/v3 v3.5.2 // indirect
 	honnef.co/go/tools v0.8.2 // indirect
 	k8s.io/klog/v2 v2.140.0 // indirect
-	k8s.io/streaming v0.37.0 // indirect
 	tags.cncf.io/container-device-interface/specs-go v1.1.1 // indirect
 )
 

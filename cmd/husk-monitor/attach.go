@@ -67,8 +67,8 @@ func (c *container) closeAttachments() {
 	}
 }
 
-// attach serves one attached client until it goes away or the
-// container's output ends.
+// attach serves one attached client until it goes away, ends its stdin,
+// or the container's output ends.
 func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
 	c := m.get(id)
 	if c == nil {
@@ -109,9 +109,15 @@ func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
 			sentStdin = true
 			c.writeStdin(buf[:n])
 		case proto.FrameStdinClose:
-			if c.stdinOnce {
-				c.closeStdin()
+			if !c.stdinOnce || c.tty {
+				// Only this client's input ended: so does its session
+				// (serve closes the connection), and the container's
+				// stdin stays open for the next client. containerd does
+				// the same (internal/cri/io/container_io.go, Attach),
+				// for a terminal with stdin_once too.
+				return
 			}
+			c.closeStdin()
 		case proto.FrameResize:
 			if w, h, ok := proto.ParseResize(buf[:n]); ok {
 				c.resize(w, h)

@@ -151,3 +151,82 @@ func TestAttachStdinConcurrently(t *testing.T) {
 		t.Fatal("attaches did not end")
 	}
 }
+
+// A client that ends its stdin ends its attach session, as with
+// containerd; the container keeps running with its stdin open for the
+// next client. With stdin_once the end of stdin closes the container's
+// stdin instead, and the session lasts until the container's output ends.
+func TestAttachStdinEnd(t *testing.T) {
+	m := newTestMonitor(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	t.Run("stdin", func(t *testing.T) {
+		f := m.add("keep", false)
+		attach := func(input string) error {
+			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+			defer acancel()
+			err := m.client().Attach(actx, "keep", strings.NewReader(input), io.Discard, io.Discard, nil)
+			if actx.Err() != nil {
+				return fmt.Errorf("attach still open 5s after its stdin ended")
+			}
+			return err
+		}
+		for _, line := range []string{"echo hi\n", "echo again\n"} {
+			if err := attach(line); err != nil {
+				t.Fatalf("attach sending %q: %v", line, err)
+			}
+			if got, err := f.readLine(t); got != line || err != nil {
+				t.Fatalf("the container read %q, %v; want %q: its stdin must stay open", got, err, line)
+			}
+		}
+		select {
+		case <-f.exited:
+			t.Error("the container exited")
+		default:
+		}
+	})
+
+	t.Run("stdin_once", func(t *testing.T) {
+		f := m.add("once", true)
+		var out syncBuffer
+		done := make(chan error, 1)
+		go func() { done <- m.client().Attach(ctx, "once", strings.NewReader("last\n"), &out, io.Discard, nil) }()
+		if got, err := f.readLine(t); got != "last\n" || err != nil {
+			t.Fatalf("the container read %q, %v", got, err)
+		}
+		if _, err := f.readLine(t); err != io.EOF {
+			t.Fatalf("the container's stdin after the client ended it: %v, want EOF", err)
+		}
+		// The session goes on: output still reaches the client.
+		fmt.Fprintln(f.stdout, "after stdin")
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(out.String(), "after stdin") {
+			if time.Now().After(deadline) {
+				t.Fatalf("output after stdin closed: %q", out.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		f.exit()
+		if err := <-done; err != nil {
+			t.Errorf("attach after the container exited: %v", err)
+		}
+	})
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -78,7 +78,7 @@ func NewStreamServer(o StreamOptions, containers *container.Manager, sandboxes *
 	if o.TLS != nil {
 		l = tls.NewListener(l, o.TLS)
 	}
-	return &StreamServer{srv: srv, listener: l, http: &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second}}, nil
+	return &StreamServer{srv: srv, listener: l, http: &http.Server{Handler: markWebsocket(srv), ReadHeaderTimeout: 30 * time.Second}}, nil
 }
 
 // Addr is where the server listens.
@@ -145,7 +145,7 @@ func (r *streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io
 func (r *streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) (err error) {
 	done := r.session("attach", slog.String("container_id", id), slog.Bool("tty", tty))
 	defer func() { done(err) }()
-	return r.containers.Attach(ctx, id, in, writer(out), writer(errw), tty, resize)
+	return r.containers.Attach(ctx, id, stdin(ctx, in), writer(out), writer(errw), tty, resize)
 }
 
 func (r *streamRuntime) PortForward(ctx context.Context, sandboxID string, port int32, stream io.ReadWriteCloser) (err error) {

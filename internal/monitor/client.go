@@ -178,7 +178,8 @@ func ReadExit(path string) (e proto.Exit, ok bool, err error) {
 }
 
 // Attach connects the client's streams to a running container's stdio
-// until the container's output ends or ctx is done. in may be nil; out and
+// until the container's output ends, the monitor ends the session once in
+// ended (see proto.FrameStdinClose), or ctx is done. in may be nil; out and
 // errOut receive the container's stdout and stderr (a nil one discards);
 // resize carries terminal sizes, as the streaming server hands them over.
 func (c *Client) Attach(ctx context.Context, id string, in io.Reader, out, errOut io.Writer, resize <-chan remotecommand.TerminalSize) error {

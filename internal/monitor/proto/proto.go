@@ -23,6 +23,10 @@ const (
 // The monitor sends FrameStdout and FrameStderr and closes the connection
 // when the container's output ends; the client sends FrameStdin,
 // FrameStdinClose and FrameResize (payload: width, height as uint16).
+// FrameStdinClose, the end of the client's stdin, closes the container's
+// stdin when it is stdin_once without a terminal (the session then lasts
+// until the output ends); otherwise the monitor ends that session and
+// closes the connection, as containerd ends an attach.
 const (
 	FrameStdin      byte = 0
 	FrameStdout     byte = 1
