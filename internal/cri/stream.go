@@ -171,23 +171,10 @@ func (r *streamRuntime) PortForward(ctx context.Context, sandboxID string, port 
 		return fmt.Errorf("pod sandbox %s: port %d: %w", rec.ID, port, err)
 	}
 	defer conn.Close()
-	done := make(chan struct{}, 2)
-	go func() {
-		_, _ = io.Copy(conn, stream)
-		// The client finished sending: half-close so the server sees EOF.
-		if tc, ok := conn.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		done <- struct{}{}
-	}()
-	go func() {
-		_, _ = io.Copy(stream, conn)
-		done <- struct{}{}
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	// A connection that breaks is the forwarded connection's end, not an
+	// error of the forward: kubectl ends every forwarded port when one
+	// reports an error.
+	_ = forward(ctx, stream, conn)
 	return nil
 }
 
