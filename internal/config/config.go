@@ -6,8 +6,10 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -330,8 +332,12 @@ func (c *Config) Validate() error {
 	for _, host := range sortedKeys(c.Registries) {
 		r := c.Registries[host]
 		for i, e := range r.Endpoints {
-			if !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://") {
-				bad(fmt.Sprintf("registries.%q.endpoints[%d]", host, i), "must start with http:// or https://, got %q", e)
+			key := fmt.Sprintf("registries.%q.endpoints[%d]", host, i)
+			switch {
+			case !strings.HasPrefix(e, "http://") && !strings.HasPrefix(e, "https://"):
+				bad(key, "must start with http:// or https://, got %q", shownEndpoint(e))
+			case strings.Contains(e, "@"):
+				bad(key, "%q must not carry credentials: set username and password", shownEndpoint(e))
 			}
 		}
 		if r.SkipUpstream && len(r.Endpoints) == 0 {
@@ -395,6 +401,19 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// shownEndpoint is an endpoint as a message shows it: without the
+// credentials a URL's userinfo may carry.
+func shownEndpoint(e string) string {
+	if i := strings.LastIndex(e, "@"); i >= 0 {
+		scheme, _, _ := strings.Cut(e, "://")
+		if scheme == e {
+			return redacted + e[i:]
+		}
+		return scheme + "://" + redacted + e[i:]
+	}
+	return e
+}
+
 // RuntimeRoot is the --root a handler's runtime keeps its state in.
 func (c *Config) RuntimeRoot(handler string) string {
 	if r := c.Runtimes[handler]; r.Root != "" {
@@ -411,20 +430,69 @@ func (c *Config) CNICacheDir() string {
 	return filepath.Join(c.Root, "cni")
 }
 
-// Redacted is a copy whose registry credentials read "<redacted>": what
-// verbose Status shows and what may be logged.
+// redacted replaces a secret's value wherever the config is shown.
+const redacted = "<redacted>"
+
+// Redacted is a copy whose credentials (the registries' password, auth
+// and identity_token) read "<redacted>". Every form of the config that
+// leaves huskd goes through it: Info, MarshalJSON, LogValue, String.
 func (c *Config) Redacted() *Config {
 	r := *c
 	r.Registries = make(map[string]Registry, len(c.Registries))
 	for host, reg := range c.Registries {
 		for _, secret := range []*string{&reg.Password, &reg.Auth, &reg.IdentityToken} {
 			if *secret != "" {
-				*secret = "<redacted>"
+				*secret = redacted
 			}
 		}
 		r.Registries[host] = reg
 	}
 	return &r
+}
+
+// Info is the config as clients see it (verbose Status): its TOML keys and
+// values, credentials redacted.
+func (c Config) Info() (map[string]any, error) {
+	b, err := c.Redacted().Marshal()
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := toml.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// MarshalJSON encodes Info: no JSON form of the config has a secret or a
+// Go field name.
+func (c Config) MarshalJSON() ([]byte, error) {
+	m, err := c.Info()
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
+}
+
+// LogValue logs Info, whatever the handler.
+func (c Config) LogValue() slog.Value {
+	m, err := c.Info()
+	if err != nil {
+		return slog.StringValue("config: " + err.Error())
+	}
+	return slog.AnyValue(m)
+}
+
+// GoString is String: %#v shows no secret either.
+func (c Config) GoString() string { return c.String() }
+
+// String is the redacted config as TOML, for fmt.
+func (c Config) String() string {
+	b, err := c.Redacted().Marshal()
+	if err != nil {
+		return "config: " + err.Error()
+	}
+	return string(b)
 }
 
 // Marshal renders the config as TOML.

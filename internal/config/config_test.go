@@ -1,6 +1,9 @@
 package config
 
 import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -40,6 +43,10 @@ func TestParse(t *testing.T) {
 		{"bad driver", "cgroup_driver = \"x\"\n", "cgroup_driver", nil},
 		{"missing default runtime", "default_runtime = \"kata\"\n", "default_runtime", nil},
 		{"bad endpoint", "[registries.\"docker.io\"]\nendpoints = [\"ftp://x\"]\n", "endpoints[0]", nil},
+		{"endpoint with credentials", "[registries.\"docker.io\"]\nendpoints = [\"https://bob:pw-s3cret@mirror.example\"]\n",
+			`endpoints[0]: "https://<redacted>@mirror.example" must not carry credentials`, nil},
+		{"endpoint with credentials, no scheme", "[registries.\"docker.io\"]\nendpoints = [\"bob:pw-s3cret@mirror.example\"]\n",
+			`endpoints[0]: must start with http:// or https://, got "<redacted>@mirror.example"`, nil},
 		{"skip upstream without endpoints", "[registries.\"docker.io\"]\nskip_upstream = true\n", "skip_upstream", nil},
 		{"bad subnet", "[cni]\ndefault_subnet = \"nope\"\n", "cni.default_subnet", nil},
 		{"handler without path", "[runtimes.x]\nroot = \"/r\"\n", "runtimes.x.path", nil},
@@ -193,5 +200,113 @@ func TestRedacted(t *testing.T) {
 	}
 	if c.Registries["r.example"].Password != "pw-secret" {
 		t.Error("Redacted changed the original")
+	}
+}
+
+// secretKeys classifies every key of the schema: true for a credential,
+// which nothing huskd shows may carry. A key added to the schema fails
+// TestEveryKeyClassified until it is listed here.
+var secretKeys = map[string]bool{
+	"root": false, "state": false, "listen": false, "log_level": false, "default_runtime": false,
+	"pause_binary": false, "pause_image": false, "cgroup_driver": false, "cgroup_parent": false, "shm_size": false,
+	"infra_oom_score_adj": false, "image_pull_progress_timeout": false, "log_format": false,
+	"cni.conf_dir": false, "cni.bin_dirs": false, "cni.cache_dir": false, "cni.write_default": false,
+	"cni.default_name": false, "cni.default_bridge": false, "cni.default_subnet": false,
+	"runtimes.*.path": false, "runtimes.*.root": false,
+	"registries.*.endpoints": false, "registries.*.skip_upstream": false, "registries.*.username": false,
+	"registries.*.password": true, "registries.*.auth": true, "registries.*.identity_token": true,
+	"registries.*.ca_file": false, "registries.*.insecure_skip_verify": false,
+	// Paths: what they name is read by huskd and never shown.
+	"stream.address": false, "stream.port": false, "stream.tls_cert": false, "stream.tls_key": false,
+	"metrics.address": false, "debug.address": false, "debug.allow_non_loopback": false, "cdi.spec_dirs": false,
+}
+
+// schemaKeys lists the TOML keys of typ, tables and maps of tables walked
+// ("*" for a map's key).
+func schemaKeys(typ reflect.Type, prefix string) []string {
+	var keys []string
+	for i := 0; i < typ.NumField(); i++ {
+		f := typ.Field(i)
+		key := prefix + strings.Split(f.Tag.Get("toml"), ",")[0]
+		switch {
+		case f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration(0)):
+			keys = append(keys, schemaKeys(f.Type, key+".")...)
+		case f.Type.Kind() == reflect.Map && f.Type.Elem().Kind() == reflect.Struct:
+			keys = append(keys, schemaKeys(f.Type.Elem(), key+".*.")...)
+		default:
+			keys = append(keys, key)
+		}
+	}
+	return keys
+}
+
+func TestEveryKeyClassified(t *testing.T) {
+	keys := schemaKeys(reflect.TypeOf(Config{}), "")
+	for _, k := range keys {
+		if _, ok := secretKeys[k]; !ok {
+			t.Errorf("key %s: say in secretKeys whether it is a secret", k)
+		}
+	}
+	if len(keys) != len(secretKeys) {
+		t.Errorf("secretKeys lists %d keys, the schema has %d: drop the ones gone", len(secretKeys), len(keys))
+	}
+}
+
+// Every form of the config that leaves huskd (verbose Status encodes it
+// as JSON; a log line or a message may print it) uses the TOML key names
+// and carries no secret value.
+func TestConfigShownWithoutSecrets(t *testing.T) {
+	var file strings.Builder
+	file.WriteString("[registries.\"r.example\"]\nendpoints = [\"https://mirror.example\"]\nca_file = \"/etc/ca.pem\"\n")
+	var secrets []string
+	for key, secret := range secretKeys {
+		field, ok := strings.CutPrefix(key, "registries.*.")
+		if !secret || !ok {
+			continue
+		}
+		value := "value-of-" + field + "-s3cr+t/="
+		secrets = append(secrets, value)
+		fmt.Fprintf(&file, "%s = %q\n", field, value)
+	}
+	file.WriteString("username = \"bob\"\n")
+	c, err := Parse([]byte(file.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(c) // what verbose Status shows
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown map[string]any
+	if err := json.Unmarshal(b, &shown); err != nil {
+		t.Fatal(err)
+	}
+	regs, _ := shown["registries"].(map[string]any)
+	reg, _ := regs["r.example"].(map[string]any)
+	if reg["username"] != "bob" || reg["ca_file"] != "/etc/ca.pem" || reg["password"] != "<redacted>" || shown["image_pull_progress_timeout"] != "5m0s" {
+		t.Errorf("verbose Status JSON lacks the TOML keys or their values:\n%s", b)
+	}
+	for _, goName := range []string{"Registries", "ImagePullProgressTimeout", "IdentityToken", "ConfDir"} {
+		if strings.Contains(string(b), `"`+goName+`"`) {
+			t.Errorf("verbose Status JSON has the Go field name %s:\n%s", goName, b)
+		}
+	}
+	var text, jsonLog strings.Builder
+	slog.New(slog.NewTextHandler(&text, nil)).Info("config", "config", c)
+	slog.New(slog.NewJSONHandler(&jsonLog, nil)).Info("config", "config", c)
+	forms := map[string]string{"JSON": string(b), "fmt %v": fmt.Sprint(c), "fmt %+v": fmt.Sprintf("%+v", *c), "fmt %#v": fmt.Sprintf("%#v", c),
+		"slog text": text.String(), "slog JSON": jsonLog.String()}
+	for what, out := range forms {
+		if !strings.Contains(out, "bob") {
+			t.Errorf("%s of the config lacks the registry's username: %s", what, out)
+		}
+		for _, s := range secrets {
+			if strings.Contains(out, s) {
+				t.Errorf("%s of the config shows the secret %q: %s", what, s, out)
+			}
+		}
+	}
+	if c.Registries["r.example"].Password == "<redacted>" {
+		t.Error("showing the config changed it")
 	}
 }

@@ -35,7 +35,9 @@ type RuntimeOptions struct {
 	Handlers []string
 	// CgroupDriver is "cgroupfs" or "systemd".
 	CgroupDriver string
-	// ConfigInfo is shown by verbose Status (the effective config, JSON).
+	// ConfigInfo is shown by verbose Status (the effective config), JSON
+	// encoded: its JSON form must carry no secret (config.Config's
+	// MarshalJSON redacts them and uses the TOML key names).
 	ConfigInfo any
 	Logger     *slog.Logger
 }

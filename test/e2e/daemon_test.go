@@ -37,7 +37,7 @@ func TestDaemonBasics(t *testing.T) {
 		}
 	}
 	var cfg map[string]any
-	if err := json.Unmarshal([]byte(st.Info["config"]), &cfg); err != nil || cfg["Root"] != e.root {
+	if err := json.Unmarshal([]byte(st.Info["config"]), &cfg); err != nil || cfg["root"] != e.root {
 		t.Errorf("verbose config %v: %q", err, st.Info["config"])
 	}
 	handlers := map[string]bool{}
