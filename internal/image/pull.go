@@ -142,6 +142,13 @@ func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, er
 		return "", err
 	}
 	platform := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	// The error is shown to the client and logged: no credential of the
+	// request or of an endpoint may be in it.
+	auths := []*Auth{auth}
+	for _, ep := range eps {
+		auths = append(auths, ep.configAuth())
+	}
+	scrub := credentialScrubber(auths...)
 	var tried []string
 	var kind error = errdefs.ErrNotFound
 	for _, ep := range eps {
@@ -163,7 +170,7 @@ func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, er
 		if ep.insecure {
 			scheme = "http://"
 		}
-		tried = append(tried, fmt.Sprintf("%s%s: %v", scheme, ep.host, err))
+		tried = append(tried, scheme+ep.host+": "+scrub.Replace(err.Error()))
 	}
 	if len(tried) == 0 {
 		return "", fmt.Errorf("pull %s: no endpoint configured (skip_upstream without endpoints): %w", r, errdefs.ErrInvalidArgument)
