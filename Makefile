@@ -15,6 +15,9 @@ CONFIG  := $(DESTDIR)/etc/husk/config.toml
 # Integration tests share the machine's CNI plugins and iptables: run their
 # packages one at a time, tests inside a package in parallel.
 TESTFLAGS ?= -count=1 -timeout 20m
+# Tests that also run under the race detector in `make test`: the monitor's
+# attach and stdin paths and the streaming copies are concurrent (issue 11).
+RACEPKGS ?= ./cmd/husk-monitor/ ./internal/monitor/... ./internal/cri/
 
 .PHONY: all build deps run test lint unit bench install clean
 
@@ -44,6 +47,7 @@ lint:
 
 test: deps build lint
 	HUSK_BIN=$(BIN) $(GO) test $(TESTFLAGS) -p 1 ./...
+	$(GO) test -race $(TESTFLAGS) $(RACEPKGS)
 	cd test/e2e && HUSK_BIN=$(BIN) $(GO) test $(TESTFLAGS) ./...
 
 unit:
