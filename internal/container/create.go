@@ -226,7 +226,7 @@ func (m *Manager) newContainer(req *createRequest) (*Container, error) {
 		ID: id, Name: Name(cfg, sb.Config), SandboxID: sb.ID, Config: raw,
 		ImageID: req.image.ID, ImageName: imageName(cfg.GetImage().GetImage(), req.image.RepoTags), Layers: req.image.Layers,
 		Handler: sb.Handler, State: StateCreating, CreatedAt: time.Now().UnixNano(),
-		Resources: res, StopSignal: req.imageConfig.StopSignal, CgroupsPath: cgroups,
+		Resources: res, StopSignal: stopSignalName(cfg, req.imageConfig.StopSignal), CgroupsPath: cgroups,
 		LogPath: logPath(sb.Config.GetLogDirectory(), cfg.GetLogPath()),
 	}
 	return c, nil

@@ -140,7 +140,7 @@ func processAlive(pid int) bool {
 	return unix.Kill(pid, 0) == nil
 }
 
-// Stop stops a container: its image's stop signal (else SIGTERM), then
+// Stop stops a container: its stop signal (signal.go), then
 // SIGKILL after timeout. Stopping an exited or unknown container succeeds.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	c, err := m.index.Get(id)
@@ -202,21 +202,6 @@ func exitedErr(err error) bool {
 	return strings.Contains(s, "not running") || strings.Contains(s, "process already finished") ||
 		strings.Contains(s, "does not exist") || strings.Contains(s, "no such process") ||
 		strings.Contains(s, "no such file or directory") // crun, once the container was deleted
-}
-
-func stopSignal(name string) syscall.Signal {
-	if name == "" {
-		return syscall.SIGTERM
-	}
-	n := strings.TrimPrefix(strings.ToUpper(name), "SIG")
-	if s := unix.SignalNum("SIG" + n); s != 0 {
-		return s
-	}
-	var num int
-	if _, err := fmt.Sscanf(name, "%d", &num); err == nil && num > 0 && num < 65 {
-		return syscall.Signal(num)
-	}
-	return syscall.SIGTERM
 }
 
 // Remove removes a container, killing it first when it runs. Removing an

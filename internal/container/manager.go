@@ -85,7 +85,7 @@ type Record struct {
 	RuntimeCreated bool   `json:"runtimeCreated,omitempty"`
 	CgroupsPath    string `json:"cgroupsPath,omitempty"`
 	// Resources are the current resources, after updates; StopSignal the
-	// image's.
+	// config's stop_signal, else the image's (empty: SIGTERM).
 	Resources  []byte `json:"resources,omitempty"`
 	StopSignal string `json:"stopSignal,omitempty"`
 	// UID, GID and Groups are the resolved identity of the process.

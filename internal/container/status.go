@@ -35,7 +35,37 @@ func (m *Manager) Status(id string, verbose bool) (*runtimeapi.ContainerStatus, 
 		return nil, nil, err
 	}
 	v := c.view()
-	cfg := c.config
+	st := status(v, c.config)
+	if !verbose {
+		return st, nil, nil
+	}
+	spec, _ := readSpec(m.bundleDir(v.ID))
+	b, err := json.Marshal(map[string]any{
+		"pid": v.PID, "sandboxID": v.SandboxID, "runtimeHandler": v.Handler, "cgroupsPath": v.CgroupsPath,
+		"config": c.config, "runtimeSpec": spec,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %s: encode info: %w", v.ID, err)
+	}
+	return st, map[string]string{"info": string(b)}, nil
+}
+
+// SandboxStatuses are the statuses of a sandbox's containers, oldest
+// first, as PodSandboxStatus and the evented PLEG's events carry them.
+// They come from the published snapshots: no container's lock is taken.
+func (m *Manager) SandboxStatuses(sandboxID string) []*runtimeapi.ContainerStatus {
+	var out []*runtimeapi.ContainerStatus
+	for _, c := range m.index.All() {
+		if v := c.view(); v.SandboxID == sandboxID && v.State != StateCreating {
+			out = append(out, status(v, c.config))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	return out
+}
+
+// status is a container's CRI status as its snapshot v says.
+func status(v *Record, cfg *runtimeapi.ContainerConfig) *runtimeapi.ContainerStatus {
 	st := &runtimeapi.ContainerStatus{
 		Id:          v.ID,
 		Metadata:    cfg.GetMetadata(),
@@ -56,22 +86,12 @@ func (m *Manager) Status(id string, verbose bool) (*runtimeapi.ContainerStatus, 
 		User: &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{
 			Uid: int64(v.UID), Gid: int64(v.GID), SupplementalGroups: groups(v),
 		}},
+		StopSignal: criSignal(v.StopSignal),
 	}
 	for i, mnt := range cfg.GetMounts() {
 		st.Mounts = append(st.Mounts, statusMount(mnt, i, v))
 	}
-	if !verbose {
-		return st, nil, nil
-	}
-	spec, _ := readSpec(m.bundleDir(v.ID))
-	b, err := json.Marshal(map[string]any{
-		"pid": v.PID, "sandboxID": v.SandboxID, "runtimeHandler": v.Handler, "cgroupsPath": v.CgroupsPath,
-		"config": cfg, "runtimeSpec": spec,
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("container %s: encode info: %w", v.ID, err)
-	}
-	return st, map[string]string{"info": string(b)}, nil
+	return st
 }
 
 func groups(v *Record) []int64 {

@@ -74,6 +74,9 @@ func ValidateConfig(cfg *runtimeapi.ContainerConfig) error {
 			return bad(fmt.Sprintf("devices[%d].permissions", i), fmt.Sprintf("%q of device %s is not a combination of r, w and m", d.GetPermissions(), d.GetContainerPath()))
 		}
 	}
+	if _, ok := runtimeapi.Signal_name[int32(cfg.GetStopSignal())]; !ok {
+		return bad("stop_signal", fmt.Sprintf("%d is not a signal of the CRI", cfg.GetStopSignal()))
+	}
 	for i, e := range cfg.GetEnvs() {
 		if e.GetKey() == "" || strings.ContainsAny(e.GetKey(), "=\x00") {
 			return bad(fmt.Sprintf("envs[%d].key", i), fmt.Sprintf("%q is not a valid variable name", e.GetKey()))

@@ -71,6 +71,8 @@ func TestValidateConfig(t *testing.T) {
 		{"bad device permissions", func(c *runtimeapi.ContainerConfig) {
 			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/a", Permissions: "rx"}}
 		}, `devices[0].permissions "rx" of device /dev/a`},
+		{"stop signal", func(c *runtimeapi.ContainerConfig) { c.StopSignal = runtimeapi.Signal_SIGNAL_SIGRTMAX }, ""},
+		{"unknown stop signal", func(c *runtimeapi.ContainerConfig) { c.StopSignal = 66 }, "stop_signal"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
