@@ -18,10 +18,7 @@ import (
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
-
-	"github.com/huskrt/husk/internal/oci"
 )
 
 // MaxExecOutput caps each stream of ExecSync, as the kubelet's own limit.
@@ -318,82 +315,6 @@ func (m *Manager) Reopen(ctx context.Context, id string) error {
 		return fmt.Errorf("container %s: reopen log: %w", v.ID, err)
 	}
 	return nil
-}
-
-// Update applies new resources to a created or running container and
-// remembers them for ContainerStatus.
-func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxContainerResources) error {
-	c, err := m.index.Get(id)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	rec := &c.rec
-	if rec.State != StateCreated && rec.State != StateRunning {
-		return fmt.Errorf("container %s is %s: %w", rec.ID, strings.ToLower(string(rec.State)), errdefs.ErrFailedPrecondition)
-	}
-	if r == nil {
-		return nil
-	}
-	rt, err := m.opts.Runtimes.Get(rec.Handler)
-	if err != nil {
-		return err
-	}
-	res := &specs.LinuxResources{}
-	oci.UpdateResources(res, r)
-	b, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	f := filepath.Join(m.bundleDir(rec.ID), "resources.json")
-	if err := os.WriteFile(f, b, 0o600); err != nil {
-		return fmt.Errorf("container %s: update: %w", rec.ID, err)
-	}
-	if err := rt.Update(context.WithoutCancel(ctx), rec.ID, f); err != nil {
-		return fmt.Errorf("container %s: update resources: %w", rec.ID, err)
-	}
-	// Keep what was not updated.
-	cur := decodeResources(rec.Resources)
-	if cur == nil {
-		cur = &runtimeapi.LinuxContainerResources{}
-	}
-	mergeResources(cur, r)
-	rec.Resources, _ = json.Marshal(cur)
-	return m.persistLocked(c)
-}
-
-func mergeResources(cur, r *runtimeapi.LinuxContainerResources) {
-	if r.CpuPeriod != 0 {
-		cur.CpuPeriod = r.CpuPeriod
-	}
-	if r.CpuQuota != 0 {
-		cur.CpuQuota = r.CpuQuota
-	}
-	if r.CpuShares != 0 {
-		cur.CpuShares = r.CpuShares
-	}
-	if r.MemoryLimitInBytes != 0 {
-		cur.MemoryLimitInBytes = r.MemoryLimitInBytes
-	}
-	if r.CpusetCpus != "" {
-		cur.CpusetCpus = r.CpusetCpus
-	}
-	if r.CpusetMems != "" {
-		cur.CpusetMems = r.CpusetMems
-	}
-	if r.OomScoreAdj != 0 {
-		cur.OomScoreAdj = r.OomScoreAdj
-	}
-	if len(r.HugepageLimits) > 0 {
-		cur.HugepageLimits = r.HugepageLimits
-	}
-	if len(r.Unified) > 0 {
-		cur.Unified = r.Unified
-	}
-	if r.MemorySwapLimitInBytes != 0 {
-		cur.MemorySwapLimitInBytes = r.MemorySwapLimitInBytes
-	}
 }
 
 // writeExecProcess writes the process of an exec: the container's own
