@@ -173,6 +173,15 @@ func (s *RuntimeServer) PodSandboxStatus(_ context.Context, req *runtimeapi.PodS
 	return &runtimeapi.PodSandboxStatusResponse{Status: st, Info: info}, nil
 }
 
+// UpdatePodSandboxResources records the pod's resources after an in-place
+// resize (internal/sandbox/resources.go says what is done with them).
+func (s *RuntimeServer) UpdatePodSandboxResources(_ context.Context, req *runtimeapi.UpdatePodSandboxResourcesRequest) (*runtimeapi.UpdatePodSandboxResourcesResponse, error) {
+	if err := s.opts.Sandboxes.UpdateResources(req.GetPodSandboxId(), req.GetOverhead(), req.GetResources()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &runtimeapi.UpdatePodSandboxResourcesResponse{}, nil
+}
+
 func (s *RuntimeServer) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
 	if st := req.GetFilter().GetState(); st != nil {
 		if _, ok := runtimeapi.PodSandboxState_name[int32(st.GetState())]; !ok {

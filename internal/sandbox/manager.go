@@ -95,6 +95,11 @@ type Record struct {
 	// LogDirCreated records that huskd made the pod log directory (the
 	// kubelet usually has), so a failed Run removes only what it made.
 	LogDirCreated bool `json:"logDirCreated,omitempty"`
+	// Overhead and Resources are the pod's resources as the last
+	// UpdatePodSandboxResources gave them (protobuf LinuxContainerResources),
+	// shown by verbose status.
+	Overhead  []byte `json:"overhead,omitempty"`
+	Resources []byte `json:"resources,omitempty"`
 }
 
 // Sandbox is one sandbox in memory.
@@ -261,6 +266,10 @@ type Info struct {
 	ShmPath        string                       `json:"shmPath,omitempty"`
 	State          State                        `json:"state"`
 	Config         *runtimeapi.PodSandboxConfig `json:"config"`
+	// Overhead and Resources are what UpdatePodSandboxResources recorded,
+	// under containerd's keys.
+	Overhead  *runtimeapi.ContainerResources `json:"overhead,omitempty"`
+	Resources *runtimeapi.ContainerResources `json:"resources,omitempty"`
 }
 
 func (m *Manager) info(sb *Sandbox, v *Record) (map[string]string, error) {
@@ -272,6 +281,7 @@ func (m *Manager) info(sb *Sandbox, v *Record) (map[string]string, error) {
 		PID: v.InfraPID, NetnsPath: v.NetnsPath, RuntimeHandler: v.Handler,
 		RuntimeRoot: root, CgroupsPath: v.CgroupsPath, ShmPath: v.ShmPath,
 		State: v.State, Config: sb.config,
+		Overhead: decodeResources(v.Overhead), Resources: decodeResources(v.Resources),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s: encode info: %w", v.ID, err)
