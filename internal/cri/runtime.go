@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"time"
 
 	"github.com/containerd/errdefs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -51,7 +52,11 @@ type RuntimeServer struct {
 // NewRuntimeServer returns the RuntimeService over the domain managers.
 func NewRuntimeServer(opts RuntimeOptions) *RuntimeServer {
 	sort.Strings(opts.Handlers)
-	return &RuntimeServer{opts: opts}
+	s := &RuntimeServer{opts: opts}
+	if opts.Events != nil {
+		opts.Events.start(s)
+	}
+	return s
 }
 
 func (s *RuntimeServer) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
@@ -165,12 +170,39 @@ func (s *RuntimeServer) stopPod(ctx context.Context, id string) (string, error) 
 	return full, s.opts.Sandboxes.Stop(ctx, full)
 }
 
+// PodSandboxStatus reports the sandbox with its containers' statuses and
+// the time they were read, which is what the kubelet's evented PLEG uses
+// instead of asking for each container.
 func (s *RuntimeServer) PodSandboxStatus(_ context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
-	st, info, err := s.opts.Sandboxes.Status(req.GetPodSandboxId(), req.GetVerbose())
+	resp, err := s.podStatus(req.GetPodSandboxId(), req.GetVerbose())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &runtimeapi.PodSandboxStatusResponse{Status: st, Info: info}, nil
+	return resp, nil
+}
+
+// podStatus reads a sandbox's status and its containers' from the
+// published snapshots, waiting behind no lock. The timestamp is taken
+// first, so what is read is at least as new as it says: the kubelet orders
+// the statuses of a pod by it.
+func (s *RuntimeServer) podStatus(id string, verbose bool) (*runtimeapi.PodSandboxStatusResponse, error) {
+	at := time.Now().UnixNano()
+	st, info, err := s.opts.Sandboxes.Status(id, verbose)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.PodSandboxStatusResponse{
+		Status: st, Info: info, ContainersStatuses: s.opts.Containers.SandboxStatuses(st.Id), Timestamp: at,
+	}, nil
+}
+
+// sandboxIDs lists the sandboxes there are, for the event hub.
+func (s *RuntimeServer) sandboxIDs() []string {
+	var out []string
+	for _, p := range s.opts.Sandboxes.List(nil) {
+		out = append(out, p.Id)
+	}
+	return out
 }
 
 // UpdatePodSandboxResources records the pod's resources after an in-place
