@@ -19,6 +19,8 @@ var readOnly = map[string]bool{
 	"ContainerStats": true, "ListContainerStats": true, "PodSandboxStats": true, "ListPodSandboxStats": true,
 	"ListImages": true, "ImageStatus": true, "ImageFsInfo": true, "ListMetricDescriptors": true,
 	"ListPodSandboxMetrics": true, "GetContainerEvents": true,
+	"StreamPodSandboxes": true, "StreamContainers": true, "StreamContainerStats": true, "StreamPodSandboxStats": true,
+	"StreamPodSandboxMetrics": true, "StreamImages": true,
 }
 
 // Methods are the CRI methods of both services, streaming ones included:
