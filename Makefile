@@ -1,6 +1,7 @@
 # husk: `make run` starts huskd on embedded defaults, `make test` runs every
-# test, `make bench` compares husk with containerd. Each installs what is
-# missing first (scripts/deps.sh, apt). `make install` puts huskd, its
+# test, `make bench` compares husk with containerd, `make kubelet-e2e` runs
+# the kubelet itself (EventedPLEG on) against a huskd of its own. Each
+# installs what is missing first (scripts/deps.sh, apt). `make install` puts huskd, its
 # helpers, the systemd unit and a default config under $(DESTDIR)$(PREFIX).
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -19,7 +20,7 @@ TESTFLAGS ?= -count=1 -timeout 20m
 # attach and stdin paths and the streaming copies are concurrent (issue 11).
 RACEPKGS ?= ./cmd/husk-monitor/ ./internal/monitor/... ./internal/cri/
 
-.PHONY: all build deps run test lint unit bench install clean
+.PHONY: all build deps run test lint unit bench kubelet-e2e install clean
 
 all: build
 
@@ -41,9 +42,11 @@ lint:
 	cd test/e2e && $(GO) mod tidy -diff
 	$(GO) vet ./...
 	cd test/e2e && $(GO) vet ./...
+	cd test/e2e && $(GO) vet -tags kubelet ./...
 	$(GO) build -o $(BIN)/staticcheck honnef.co/go/tools/cmd/staticcheck
 	$(BIN)/staticcheck ./...
 	cd test/e2e && $(BIN)/staticcheck ./...
+	cd test/e2e && $(BIN)/staticcheck -tags kubelet ./...
 
 test: deps build lint
 	HUSK_BIN=$(BIN) $(GO) test $(TESTFLAGS) -p 1 ./...
@@ -59,6 +62,12 @@ bench:
 	$(GO) run ./cmd/husk-bench -huskd $(BIN)/huskd -pause $(BIN)/husk-pause $(BENCHFLAGS)
 
 # An existing config is never overwritten: it is the operator's.
+# Not part of `make test`: the kubelet v1.36.3 is built once (7 CPU-minutes;
+# scripts/kubelet.sh), then the test takes seconds.
+kubelet-e2e: deps build
+	@k=$$(scripts/kubelet.sh) && cd test/e2e && HUSK_BIN=$(BIN) HUSK_KUBELET=$$k \
+		$(GO) test -tags kubelet -count=1 -timeout 15m -run TestKubelet -v ./...
+
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(dir $(CONFIG))
 	install -m 0755 $(BIN)/huskd $(BIN)/husk-pause $(BIN)/husk-monitor $(DESTDIR)$(BINDIR)/
