@@ -69,27 +69,37 @@ func TestListStreaming(t *testing.T) {
 	}
 	ctx := e.ctx()
 	podID := func(p *runtimeapi.PodSandbox) string { return p.Id }
+	podsOf := func(m *runtimeapi.StreamPodSandboxesResponse) []*runtimeapi.PodSandbox { return m.PodSandboxes }
+	ctrsOf := func(m *runtimeapi.StreamContainersResponse) []*runtimeapi.Container { return m.Containers }
+	cstatsOf := func(m *runtimeapi.StreamContainerStatsResponse) []*runtimeapi.ContainerStats { return m.ContainerStats }
+	pstatsOf := func(m *runtimeapi.StreamPodSandboxStatsResponse) []*runtimeapi.PodSandboxStats {
+		return m.PodSandboxStats
+	}
+	metricsOf := func(m *runtimeapi.StreamPodSandboxMetricsResponse) []*runtimeapi.PodSandboxMetrics {
+		return m.PodSandboxMetrics
+	}
+	imagesOf := func(m *runtimeapi.StreamImagesResponse) []*runtimeapi.Image { return m.Images }
 
 	list, err := e.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s1, err := e.rt.StreamPodSandboxes(ctx, &runtimeapi.StreamPodSandboxesRequest{})
-	items, msgs, err := drain(t, s1, err, func(m *runtimeapi.StreamPodSandboxesResponse) []*runtimeapi.PodSandbox { return m.PodSandboxes })
+	items, msgs, err := drain(t, s1, err, podsOf)
 	if err != nil || sortedIDs(items, podID) != sortedIDs(list.Items, podID) || len(items) != 6 || msgs != 2 {
 		t.Errorf("StreamPodSandboxes: %d items in %d messages, %v; ListPodSandbox %d", len(items), msgs, err, len(list.Items))
 	}
 	s1, err = e.rt.StreamPodSandboxes(ctx, &runtimeapi.StreamPodSandboxesRequest{Filter: &runtimeapi.PodSandboxFilter{Id: pods[1]}})
-	if items, _, err := drain(t, s1, err, func(m *runtimeapi.StreamPodSandboxesResponse) []*runtimeapi.PodSandbox { return m.PodSandboxes }); err != nil ||
+	if items, _, err := drain(t, s1, err, podsOf); err != nil ||
 		len(items) != 1 || items[0].Id != pods[1] {
 		t.Errorf("StreamPodSandboxes by id: %v, %v", items, err)
 	}
 	s1, err = e.rt.StreamPodSandboxes(ctx, &runtimeapi.StreamPodSandboxesRequest{Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"app": "nosuch"}}})
-	if items, msgs, err := drain(t, s1, err, func(m *runtimeapi.StreamPodSandboxesResponse) []*runtimeapi.PodSandbox { return m.PodSandboxes }); err != nil || len(items) != 0 || msgs != 0 {
+	if items, msgs, err := drain(t, s1, err, podsOf); err != nil || len(items) != 0 || msgs != 0 {
 		t.Errorf("StreamPodSandboxes matching nothing: %d items in %d messages, %v", len(items), msgs, err)
 	}
 	s1, err = e.rt.StreamPodSandboxes(ctx, &runtimeapi.StreamPodSandboxesRequest{Filter: &runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: 7}}})
-	if _, _, err := drain(t, s1, err, func(m *runtimeapi.StreamPodSandboxesResponse) []*runtimeapi.PodSandbox { return m.PodSandboxes }); status.Code(err) != codes.InvalidArgument {
+	if _, _, err := drain(t, s1, err, podsOf); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("StreamPodSandboxes with an unknown state: %v, want InvalidArgument as ListPodSandbox", err)
 	}
 
@@ -99,12 +109,12 @@ func TestListStreaming(t *testing.T) {
 	}
 	ctrID := func(c *runtimeapi.Container) string { return c.Id }
 	s2, err := e.rt.StreamContainers(ctx, &runtimeapi.StreamContainersRequest{})
-	if items, _, err := drain(t, s2, err, func(m *runtimeapi.StreamContainersResponse) []*runtimeapi.Container { return m.Containers }); err != nil ||
+	if items, _, err := drain(t, s2, err, ctrsOf); err != nil ||
 		len(items) != 3 || sortedIDs(items, ctrID) != sortedIDs(ctrs.Containers, ctrID) {
 		t.Errorf("StreamContainers: %v, %v; ListContainers %v", items, err, ctrs.Containers)
 	}
 	s2, err = e.rt.StreamContainers(ctx, &runtimeapi.StreamContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pods[2]}})
-	if items, _, err := drain(t, s2, err, func(m *runtimeapi.StreamContainersResponse) []*runtimeapi.Container { return m.Containers }); err != nil ||
+	if items, _, err := drain(t, s2, err, ctrsOf); err != nil ||
 		len(items) != 1 || items[0].PodSandboxId != pods[2] {
 		t.Errorf("StreamContainers of one pod: %v, %v", items, err)
 	}
@@ -115,14 +125,14 @@ func TestListStreaming(t *testing.T) {
 		t.Fatal(err)
 	}
 	s3, err := e.rt.StreamContainerStats(ctx, &runtimeapi.StreamContainerStatsRequest{})
-	if items, _, err := drain(t, s3, err, func(m *runtimeapi.StreamContainerStatsResponse) []*runtimeapi.ContainerStats { return m.ContainerStats }); err != nil ||
+	if items, _, err := drain(t, s3, err, cstatsOf); err != nil ||
 		len(items) != 3 || sortedIDs(items, statID) != sortedIDs(cstats.Stats, statID) || items[0].Cpu == nil {
 		t.Errorf("StreamContainerStats: %v, %v", items, err)
 	}
 
 	pstatID := func(s *runtimeapi.PodSandboxStats) string { return s.Attributes.Id }
 	s4, err := e.rt.StreamPodSandboxStats(ctx, &runtimeapi.StreamPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{Id: pods[0]}})
-	if items, _, err := drain(t, s4, err, func(m *runtimeapi.StreamPodSandboxStatsResponse) []*runtimeapi.PodSandboxStats { return m.PodSandboxStats }); err != nil ||
+	if items, _, err := drain(t, s4, err, pstatsOf); err != nil ||
 		sortedIDs(items, pstatID) != pods[0] || items[0].Linux.GetMemory() == nil {
 		t.Errorf("StreamPodSandboxStats of one pod: %v, %v", items, err)
 	}
@@ -130,7 +140,7 @@ func TestListStreaming(t *testing.T) {
 	// The same answer as ListPodSandboxMetrics, whatever it is.
 	metrics, listErr := e.rt.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
 	s5, err := e.rt.StreamPodSandboxMetrics(ctx, &runtimeapi.StreamPodSandboxMetricsRequest{})
-	mitems, _, err := drain(t, s5, err, func(m *runtimeapi.StreamPodSandboxMetricsResponse) []*runtimeapi.PodSandboxMetrics { return m.PodSandboxMetrics })
+	mitems, _, err := drain(t, s5, err, metricsOf)
 	metricID := func(m *runtimeapi.PodSandboxMetrics) string { return m.PodSandboxId }
 	if status.Code(err) != status.Code(listErr) || sortedIDs(mitems, metricID) != sortedIDs(metrics.GetPodMetrics(), metricID) {
 		t.Errorf("StreamPodSandboxMetrics: %d items, %v; ListPodSandboxMetrics: %d items, %v", len(mitems), err, len(metrics.GetPodMetrics()), listErr)
@@ -143,12 +153,12 @@ func TestListStreaming(t *testing.T) {
 	}
 	imgID := func(i *runtimeapi.Image) string { return i.Id }
 	s6, err := img.StreamImages(ctx, &runtimeapi.StreamImagesRequest{})
-	if items, _, err := drain(t, s6, err, func(m *runtimeapi.StreamImagesResponse) []*runtimeapi.Image { return m.Images }); err != nil ||
+	if items, _, err := drain(t, s6, err, imagesOf); err != nil ||
 		len(items) != 2 || sortedIDs(items, imgID) != sortedIDs(imgs.Images, imgID) {
 		t.Errorf("StreamImages: %v, %v; ListImages %v", items, err, imgs.Images)
 	}
 	s6, err = img.StreamImages(ctx, &runtimeapi.StreamImagesRequest{Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: "busybox:stopsignal"}}})
-	if items, _, err := drain(t, s6, err, func(m *runtimeapi.StreamImagesResponse) []*runtimeapi.Image { return m.Images }); err != nil ||
+	if items, _, err := drain(t, s6, err, imagesOf); err != nil ||
 		len(items) != 1 || !strings.Contains(strings.Join(items[0].RepoTags, " "), "busybox:stopsignal") {
 		t.Errorf("StreamImages of one image: %v, %v", items, err)
 	}
