@@ -113,6 +113,9 @@ func (d *daemon) close() {
 	if d.sandboxes != nil {
 		d.sandboxes.Close()
 	}
+	if d.containers != nil {
+		d.containers.Close()
+	}
 	if d.store != nil {
 		d.store.Close()
 	}

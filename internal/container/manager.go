@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -42,6 +43,7 @@ import (
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
+	"github.com/huskrt/husk/internal/stats"
 	"github.com/huskrt/husk/internal/store"
 )
 
@@ -172,6 +174,10 @@ type Options struct {
 	// CDISpecDirs hold the CDI spec files (a later dir overrides an
 	// earlier one); none: every CDI device is unknown.
 	CDISpecDirs []string
+	// LayerRefresh is how often the writable layers are measured again
+	// (DefaultLayerRefresh when 0): the most a writable layer's usage in
+	// ContainerStats lags behind, plus one round of walks.
+	LayerRefresh time.Duration
 	// Events hears every lifecycle event; nil hears nothing.
 	Events lifecycle.Events
 	// Phases is told the time of each step of CreateContainer; nil is
@@ -197,6 +203,15 @@ type Manager struct {
 	appArmor bool
 	// cdi resolves CDI devices against the spec dirs.
 	cdi *cdiDevices
+
+	// cgroups reads the containers' cgroups; layers keeps the usage of
+	// their writable layers, refreshed in the background until
+	// stopRefresh; containersMount is the mount point of the filesystem
+	// holding them.
+	cgroups         *stats.Reader
+	layers          *writableLayers
+	stopRefresh     context.CancelFunc
+	containersMount string
 }
 
 // New makes the directories. Call Recover before serving.
@@ -215,14 +230,29 @@ func New(opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("container dirs: %w", err)
 		}
 	}
-	return &Manager{
+	mount, err := stats.MountPoint(filepath.Join(opts.RootDir, "containers"))
+	if err != nil {
+		return nil, fmt.Errorf("container dirs: %w", err)
+	}
+	if opts.LayerRefresh <= 0 {
+		opts.LayerRefresh = DefaultLayerRefresh
+	}
+	m := &Manager{
 		opts: opts, log: opts.Logger, index: lifecycle.NewIndex[*Container]("container"),
 		records: lifecycle.Records[Record]{Store: opts.Store, Bucket: store.Containers, Names: store.ContainerName,
 			What: "container", IDKey: "container_id"},
 		allCaps: oci.CapabilitiesFromMask(boundingSet()), appArmor: appArmorEnabled(),
-		cdi: newCDIDevices(opts.CDISpecDirs),
-	}, nil
+		cdi:     newCDIDevices(opts.CDISpecDirs),
+		cgroups: stats.Host(), layers: newWritableLayers(), containersMount: mount,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.stopRefresh = cancel
+	go m.refreshLoop(ctx, opts.LayerRefresh)
+	return m, nil
 }
+
+// Close stops the background work of the manager; containers keep running.
+func (m *Manager) Close() { m.stopRefresh() }
 
 // boundingSet reads this process's capability bounding set.
 func boundingSet() uint64 {
@@ -271,6 +301,7 @@ func (m *Manager) deleteLocked(c *Container) error {
 	}
 	m.unindex(c)
 	m.opts.Images.ReleaseLayers(c.rec.ID)
+	m.layers.drop(c.rec.ID)
 	return nil
 }
 

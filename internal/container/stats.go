@@ -2,12 +2,9 @@ package container
 
 import (
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -15,38 +12,56 @@ import (
 	"github.com/huskrt/husk/internal/stats"
 )
 
-// Stats is ContainerStats: CPU and memory from the container's cgroup, the
-// writable layer's usage from its upper dir. An exited container has no
-// cgroup left to read; it reports its attributes only.
+// Stats is ContainerStats: CPU, memory, swap and IO pressure from the
+// container's cgroup, the writable layer's usage from the last measurement
+// (writableLayers). An exited container has no cgroup left to read; it
+// reports its attributes and its writable layer.
 func (m *Manager) Stats(id string) (*runtimeapi.ContainerStats, error) {
 	c, err := m.index.Get(id)
 	if err != nil {
 		return nil, err
 	}
-	return m.stats(c), nil
+	st, _ := m.stats(c)
+	return st, nil
 }
 
-func (m *Manager) stats(c *Container) *runtimeapi.ContainerStats {
+// stats returns the container's CRI stats and the cgroup snapshot they
+// came from (nil when the container has no cgroup to read).
+func (m *Manager) stats(c *Container) (*runtimeapi.ContainerStats, *stats.Cgroup) {
 	v := c.view()
 	out := &runtimeapi.ContainerStats{Attributes: &runtimeapi.ContainerAttributes{
 		Id: v.ID, Metadata: c.config.GetMetadata(), Labels: c.config.GetLabels(), Annotations: c.config.GetAnnotations(),
 	}}
-	if v.State == StateRunning || v.State == StateCreated {
-		if cg, err := stats.ReadCgroup(v.CgroupsPath); err == nil {
-			out.Cpu, out.Memory = CPU(cg), Memory(cg)
-		} else if !errors.Is(err, os.ErrNotExist) {
+	cg := m.readCgroup(v, stats.Basic)
+	if cg != nil {
+		out.Cpu, out.Memory, out.Swap, out.Io = cg.CRICPU(), cg.CRIMemory(), cg.CRISwap(), cg.CRIIO()
+	}
+	if u, err := m.layers.get(v.ID, m.upperDir(v.ID)); err == nil {
+		out.WritableLayer = &runtimeapi.FilesystemUsage{
+			Timestamp: u.at.UnixNano(), FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: m.containersMount},
+			UsedBytes: &runtimeapi.UInt64Value{Value: u.bytes}, InodesUsed: &runtimeapi.UInt64Value{Value: u.inodes},
+		}
+	}
+	return out, cg
+}
+
+// readCgroup reads the cgroup of a container that has one (created or
+// running); nil otherwise, or when it is gone meanwhile.
+func (m *Manager) readCgroup(v *Record, detail stats.Detail) *stats.Cgroup {
+	if v.State != StateRunning && v.State != StateCreated {
+		return nil
+	}
+	cg, err := m.cgroups.Read(v.CgroupsPath, detail)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
 			m.logger(v).Debug("read container cgroup", "error", err)
 		}
+		return nil
 	}
-	upper := filepath.Join(m.rootDir(v.ID), "upper")
-	if bytes, inodes, err := usage(upper); err == nil {
-		out.WritableLayer = &runtimeapi.FilesystemUsage{
-			Timestamp: time.Now().UnixNano(), FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: m.opts.RootDir},
-			UsedBytes: &runtimeapi.UInt64Value{Value: bytes}, InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
-		}
-	}
-	return out
+	return cg
 }
+
+func (m *Manager) upperDir(id string) string { return filepath.Join(m.rootDir(id), "upper") }
 
 // ListStats is ListContainerStats with its filter (id, sandbox, labels).
 func (m *Manager) ListStats(f *runtimeapi.ContainerStatsFilter) []*runtimeapi.ContainerStats {
@@ -65,67 +80,45 @@ func (m *Manager) ListStats(f *runtimeapi.ContainerStatsFilter) []*runtimeapi.Co
 			}
 		}
 		if match {
-			out = append(out, m.stats(c))
+			st, _ := m.stats(c)
+			out = append(out, st)
 		}
 	}
 	return out
 }
 
-// SandboxStats returns the stats of a sandbox's running containers.
-func (m *Manager) SandboxStats(sandboxID string) []*runtimeapi.ContainerStats {
+// SandboxStats returns the stats of a sandbox's running containers, and
+// the sum of their cgroups' CPU, memory and process figures, for a pod
+// whose cgroup cannot be read as a whole.
+func (m *Manager) SandboxStats(sandboxID string) ([]*runtimeapi.ContainerStats, stats.Cgroup) {
 	var out []*runtimeapi.ContainerStats
+	var sum stats.Cgroup
 	for _, c := range m.index.All() {
 		if v := c.view(); v != nil && v.SandboxID == sandboxID && v.State == StateRunning {
-			out = append(out, m.stats(c))
-		}
-	}
-	return out
-}
-
-// SandboxPids counts the processes in a sandbox's running containers.
-func (m *Manager) SandboxPids(sandboxID string) uint64 {
-	var n uint64
-	for _, c := range m.index.All() {
-		if v := c.view(); v != nil && v.SandboxID == sandboxID && v.State == StateRunning {
-			if cg, err := stats.ReadCgroup(v.CgroupsPath); err == nil {
-				n += cg.Pids
+			st, cg := m.stats(c)
+			out = append(out, st)
+			if cg != nil {
+				sum.CPU.UsageNanos += cg.CPU.UsageNanos
+				addMemory(&sum.Memory, cg.Memory)
+				sum.Pids.Current += cg.Pids.Current
 			}
 		}
 	}
-	return n
+	return out, sum
 }
 
-// CPU and Memory convert a cgroup snapshot to the CRI's messages.
-func CPU(cg *stats.Cgroup) *runtimeapi.CpuUsage {
-	return &runtimeapi.CpuUsage{Timestamp: cg.Timestamp.UnixNano(), UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cg.CPUUsageNanos}}
+func addMemory(sum *stats.Memory, m stats.Memory) {
+	sum.Usage += m.Usage
+	sum.WorkingSet += m.WorkingSet
+	sum.RSS += m.RSS
+	sum.PageFaults += m.PageFaults
+	sum.MajorPageFaults += m.MajorPageFaults
 }
 
-func Memory(cg *stats.Cgroup) *runtimeapi.MemoryUsage {
-	u := func(v uint64) *runtimeapi.UInt64Value { return &runtimeapi.UInt64Value{Value: v} }
-	return &runtimeapi.MemoryUsage{
-		Timestamp: cg.Timestamp.UnixNano(), WorkingSetBytes: u(cg.MemoryWorkingSetBytes), AvailableBytes: u(cg.MemoryAvailableBytes),
-		UsageBytes: u(cg.MemoryUsageBytes), RssBytes: u(cg.MemoryRSSBytes), PageFaults: u(cg.PageFaults), MajorPageFaults: u(cg.MajorPageFaults),
-	}
-}
-
-// usage adds up the blocks and inodes below dir.
-func usage(dir string) (bytes, inodes uint64, err error) {
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil // vanished while walking
-		}
-		info, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		inodes++
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			bytes += uint64(st.Blocks) * 512
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, 0, fmt.Errorf("disk usage of %s: %w", dir, err)
-	}
-	return bytes, inodes, nil
+// FsUsage is the usage of the containers' writable layers, for
+// ImageFsInfo's container filesystem: the sum of the last measurements,
+// timed by the oldest, and the mount point of the filesystem holding them.
+func (m *Manager) FsUsage() (bytes, inodes uint64, at time.Time, mountpoint string) {
+	t := m.layers.total()
+	return t.bytes, t.inodes, t.at, m.containersMount
 }

@@ -3,10 +3,10 @@ package cri
 import (
 	"context"
 	"strings"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/huskrt/husk/internal/container"
 	"github.com/huskrt/husk/internal/sandbox"
 	"github.com/huskrt/husk/internal/stats"
 )
@@ -47,53 +47,74 @@ func (s *RuntimeServer) ListPodSandboxStats(_ context.Context, req *runtimeapi.L
 	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
 }
 
-// podStats adds up the infra's and the running containers' cgroups (the
-// pod's cgroup parent may be shared or absent when the kubelet gives none)
-// and reads the pod's interfaces in its network namespace.
+// podStats is a pod's CPU, memory, processes and IO pressure from its
+// cgroup (podCgroup), its running containers' stats, and the counters of
+// its interfaces.
 func (s *RuntimeServer) podStats(rec sandbox.Record, cfg *runtimeapi.PodSandboxConfig) *runtimeapi.PodSandboxStats {
-	md := cfg.GetMetadata()
 	out := &runtimeapi.PodSandboxStats{
-		Attributes: &runtimeapi.PodSandboxAttributes{Id: rec.ID, Metadata: md, Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations()},
+		Attributes: &runtimeapi.PodSandboxAttributes{Id: rec.ID, Metadata: cfg.GetMetadata(), Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations()},
 		Linux:      &runtimeapi.LinuxPodSandboxStats{},
 	}
-	ctrs := s.opts.Containers.SandboxStats(rec.ID)
+	ctrs, sum := s.opts.Containers.SandboxStats(rec.ID)
 	out.Linux.Containers = ctrs
 	if rec.State != sandbox.StateReady {
 		return out
 	}
-	total, err := stats.ReadCgroup(rec.CgroupsPath)
-	if err == nil {
-		for _, c := range ctrs {
-			if c.Cpu != nil {
-				total.CPUUsageNanos += c.Cpu.UsageCoreNanoSeconds.GetValue()
-			}
-			if mem := c.Memory; mem != nil {
-				total.MemoryUsageBytes += mem.UsageBytes.GetValue()
-				total.MemoryWorkingSetBytes += mem.WorkingSetBytes.GetValue()
-				total.MemoryRSSBytes += mem.RssBytes.GetValue()
-				total.PageFaults += mem.PageFaults.GetValue()
-				total.MajorPageFaults += mem.MajorPageFaults.GetValue()
-			}
-		}
-		total.MemoryAvailableBytes = 0 // no single limit covers the sum
-		total.Pids += s.opts.Containers.SandboxPids(rec.ID)
-		out.Linux.Cpu, out.Linux.Memory = container.CPU(total), container.Memory(total)
-		out.Linux.Process = &runtimeapi.ProcessUsage{Timestamp: total.Timestamp.UnixNano(), ProcessCount: &runtimeapi.UInt64Value{Value: total.Pids}}
+	if pod := podCgroup(rec, cfg, sum); pod != nil {
+		out.Linux.Cpu, out.Linux.Memory, out.Linux.Process, out.Linux.Io = pod.CRICPU(), pod.CRIMemory(), pod.CRIProcess(), pod.CRIIO()
 	}
 	if rec.NetnsPath != "" {
-		if ifs, err := stats.ReadNetwork(rec.NetnsPath); err == nil {
-			ns := &runtimeapi.NetworkUsage{Timestamp: out.Linux.GetCpu().GetTimestamp()}
-			for _, i := range ifs {
-				u := &runtimeapi.NetworkInterfaceUsage{Name: i.Name,
-					RxBytes: &runtimeapi.UInt64Value{Value: i.RxBytes}, RxErrors: &runtimeapi.UInt64Value{Value: i.RxErrors},
-					TxBytes: &runtimeapi.UInt64Value{Value: i.TxBytes}, TxErrors: &runtimeapi.UInt64Value{Value: i.TxErrors}}
-				if i.Name == "eth0" || ns.DefaultInterface == nil {
-					ns.DefaultInterface = u
-				}
-				ns.Interfaces = append(ns.Interfaces, u)
+		if ifs, err := stats.ReadNetworkOf(rec.InfraPID, rec.NetnsPath); err == nil {
+			ts := out.Linux.GetCpu().GetTimestamp()
+			if ts == 0 {
+				ts = time.Now().UnixNano()
 			}
-			out.Linux.Network = ns
+			out.Linux.Network = criNetwork(ifs, ts)
 		}
 	}
 	return out
+}
+
+// podCgroup is the usage of the whole pod. The kubelet gives every pod a
+// cgroup of its own (the config's cgroup_parent, kubepods/<qos>/pod<uid>)
+// holding exactly its infra and its containers: one read of it covers the
+// pod, pressure included, as containerd reads it. A pod without one sits
+// in a parent shared with other pods: its infra's cgroup and the sum of
+// its containers' (ctrs) are added up instead, without pressure, which
+// does not add up.
+func podCgroup(rec sandbox.Record, cfg *runtimeapi.PodSandboxConfig, ctrs stats.Cgroup) *stats.Cgroup {
+	if cfg.GetLinux().GetCgroupParent() != "" {
+		if pod, err := stats.ReadCgroup(rec.CgroupParent); err == nil {
+			return pod
+		}
+	}
+	infra, err := stats.ReadCgroup(rec.CgroupsPath)
+	if err != nil {
+		return nil
+	}
+	infra.CPU = stats.CPU{UsageNanos: infra.CPU.UsageNanos + ctrs.CPU.UsageNanos}
+	m := ctrs.Memory
+	infra.Memory = stats.Memory{
+		Usage: infra.Memory.Usage + m.Usage, WorkingSet: infra.Memory.WorkingSet + m.WorkingSet, RSS: infra.Memory.RSS + m.RSS,
+		PageFaults: infra.Memory.PageFaults + m.PageFaults, MajorPageFaults: infra.Memory.MajorPageFaults + m.MajorPageFaults,
+	}
+	infra.Pids.Current += ctrs.Pids.Current
+	infra.Swap, infra.IO = nil, stats.IO{}
+	return infra
+}
+
+// criNetwork is the NetworkUsage of a pod's interfaces; eth0, the CNI
+// convention, is the default one.
+func criNetwork(ifs []stats.Interface, ts int64) *runtimeapi.NetworkUsage {
+	ns := &runtimeapi.NetworkUsage{Timestamp: ts}
+	for _, i := range ifs {
+		u := &runtimeapi.NetworkInterfaceUsage{Name: i.Name,
+			RxBytes: &runtimeapi.UInt64Value{Value: i.RxBytes}, RxErrors: &runtimeapi.UInt64Value{Value: i.RxErrors},
+			TxBytes: &runtimeapi.UInt64Value{Value: i.TxBytes}, TxErrors: &runtimeapi.UInt64Value{Value: i.TxErrors}}
+		if i.Name == "eth0" || ns.DefaultInterface == nil {
+			ns.DefaultInterface = u
+		}
+		ns.Interfaces = append(ns.Interfaces, u)
+	}
+	return ns
 }

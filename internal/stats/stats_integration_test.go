@@ -41,12 +41,12 @@ func testCgroupDirs(t *testing.T, name string) []string {
 	var dirs []string
 	switch cgroups.Mode() {
 	case cgroups.Unified:
-		dirs = []string{filepath.Join(cgroupRoot, name)}
+		dirs = []string{filepath.Join(Host().Root, name)}
 	case cgroups.Legacy, cgroups.Hybrid:
 		seen := map[string]bool{}
-		for _, c := range []string{"memory", "cpuacct", "pids"} {
+		for _, c := range []string{"memory", "cpuacct", "pids", "cpu", "blkio"} {
 			// cpuacct is often a symlink to a co-mounted cpu,cpuacct.
-			root, err := filepath.EvalSymlinks(filepath.Join(cgroupRoot, c))
+			root, err := filepath.EvalSymlinks(filepath.Join(Host().Root, c))
 			if err != nil {
 				t.Fatalf("controller %s: %v", c, err)
 			}
@@ -54,6 +54,11 @@ func testCgroupDirs(t *testing.T, name string) []string {
 				seen[root] = true
 				dirs = append(dirs, filepath.Join(root, name))
 			}
+		}
+		// runc also places its containers in the unified hierarchy of a
+		// hybrid layout, where their pressure is.
+		if cgroups.Mode() == cgroups.Hybrid {
+			dirs = append(dirs, filepath.Join(Host().Unified, name))
 		}
 	default:
 		t.Skip("no cgroup hierarchy mounted")
@@ -111,35 +116,44 @@ func TestReadCgroupIntegration(t *testing.T) {
 	}
 	gate.Close()
 
-	time.Sleep(time.Second)
 	var c *Cgroup
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		c, err = ReadCgroup("/" + name)
+		c, err = Host().Read("/"+name, Full)
 		if err != nil {
-			t.Fatalf("ReadCgroup: %v", err)
+			t.Fatalf("Read: %v", err)
 		}
-		if c.Pids >= 1 && c.MemoryUsageBytes > 0 && c.CPUUsageNanos > 0 || time.Now().After(deadline) {
+		if c.Pids.Current >= 1 && c.Memory.Usage > 0 && c.CPU.UsageNanos > 0 || time.Now().After(deadline) {
 			break
 		}
 	}
-	t.Logf("%+v", *c)
-	if c.Pids < 1 {
-		t.Errorf("Pids = %d, want >= 1", c.Pids)
+	t.Logf("%s", dump(c))
+	if c.Pids.Current < 1 {
+		t.Errorf("Pids = %d, want >= 1", c.Pids.Current)
 	}
-	if c.MemoryUsageBytes == 0 {
-		t.Error("MemoryUsageBytes = 0, want > 0")
+	if c.Memory.Usage == 0 || c.CPU.UsageNanos == 0 {
+		t.Errorf("memory usage %d, CPU usage %d: want both > 0", c.Memory.Usage, c.CPU.UsageNanos)
 	}
-	if c.CPUUsageNanos == 0 {
-		t.Error("CPUUsageNanos = 0, want > 0")
+	if c.CPU.UserNanos+c.CPU.SystemNanos == 0 {
+		t.Error("no user or system CPU time")
 	}
-	if c.MemoryWorkingSetBytes > c.MemoryUsageBytes {
-		t.Errorf("MemoryWorkingSetBytes %d > MemoryUsageBytes %d", c.MemoryWorkingSetBytes, c.MemoryUsageBytes)
+	if c.Memory.WorkingSet > c.Memory.Usage {
+		t.Errorf("working set %d > usage %d", c.Memory.WorkingSet, c.Memory.Usage)
 	}
-	if c.MemoryAvailableBytes != 0 {
-		t.Errorf("MemoryAvailableBytes = %d with no limit, want 0", c.MemoryAvailableBytes)
+	if c.Memory.Limit != 0 || c.Memory.Available() != 0 {
+		t.Errorf("limit %d, available %d with no limit, want 0", c.Memory.Limit, c.Memory.Available())
 	}
 	if c.Timestamp.IsZero() {
 		t.Error("Timestamp is zero")
+	}
+	// Pressure where the kernel offers it: v2, or the unified hierarchy of
+	// a hybrid layout; this test put the process there.
+	if _, err := os.Stat("/proc/pressure/cpu"); err == nil && cgroups.Mode() != cgroups.Legacy {
+		if c.CPU.PSI == nil || c.Memory.PSI == nil || c.IO.PSI == nil {
+			t.Errorf("pressure: cpu %v memory %v io %v, want all", c.CPU.PSI, c.Memory.PSI, c.IO.PSI)
+		}
+	}
+	if swapAccounting() && c.Swap == nil {
+		t.Error("Swap is nil on a kernel that accounts swap")
 	}
 
 	// With a limit, available is limit minus working set.
@@ -155,9 +169,19 @@ func TestReadCgroupIntegration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ReadCgroup: %v", err)
 	}
-	if c.MemoryAvailableBytes == 0 || c.MemoryAvailableBytes+c.MemoryWorkingSetBytes != limit {
-		t.Errorf("MemoryAvailableBytes = %d with working set %d, want %d in total", c.MemoryAvailableBytes, c.MemoryWorkingSetBytes, limit)
+	if c.Memory.Limit != limit || c.Memory.Available() == 0 || c.Memory.Available()+c.Memory.WorkingSet != limit {
+		t.Errorf("limit %d, available %d with working set %d, want %d in total", c.Memory.Limit, c.Memory.Available(), c.Memory.WorkingSet, limit)
 	}
+}
+
+// swapAccounting reports whether the memory controller accounts swap.
+func swapAccounting() bool {
+	for _, f := range []string{"/sys/fs/cgroup/memory/memory.memsw.usage_in_bytes", "/sys/fs/cgroup/init.scope/memory.swap.current"} {
+		if _, err := os.Stat(f); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func ipCommand(t *testing.T) string {

@@ -26,15 +26,15 @@ func TestParseNetDev(t *testing.T) {
 				"    lo:    1296      16    0    0    0     0          0         0     1296      16    0    0    0     0       0          0\n" +
 				"  eth0: 9876543   12345    3    1    0     0          0         7  1234567    6789    2    0    0     0       0          0\n",
 			want: []Interface{
-				{Name: "lo", RxBytes: 1296, TxBytes: 1296},
-				{Name: "eth0", RxBytes: 9876543, RxErrors: 3, TxBytes: 1234567, TxErrors: 2},
+				{Name: "lo", RxBytes: 1296, RxPackets: 16, TxBytes: 1296, TxPackets: 16},
+				{Name: "eth0", RxBytes: 9876543, RxPackets: 12345, RxErrors: 3, RxDropped: 1, TxBytes: 1234567, TxPackets: 6789, TxErrors: 2},
 			},
 		},
 		{
 			// Old kernels print wide counters with no space after ':'.
 			name: "no space after colon",
 			in:   header + "eth1:18446744073709551615 1 2 3 4 5 6 7 42 9 10 11 12 13 14 15\n",
-			want: []Interface{{Name: "eth1", RxBytes: 18446744073709551615, RxErrors: 2, TxBytes: 42, TxErrors: 10}},
+			want: []Interface{{Name: "eth1", RxBytes: 18446744073709551615, RxPackets: 1, RxErrors: 2, RxDropped: 3, TxBytes: 42, TxPackets: 9, TxErrors: 10, TxDropped: 11}},
 		},
 		{
 			name: "pipe in interface name",
@@ -131,8 +131,10 @@ func TestGroupPath(t *testing.T) {
 		{in: "kubepods-besteffort-pod1.slice:cri-husk:0123abcd", want: "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-husk-0123abcd.scope"},
 		{in: "kubepods.slice::abc", want: "/kubepods.slice/abc.scope"},
 		{in: "kubepods-burstable.slice:husk:kubepods-burstable-pod1.slice", want: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"},
+		{in: "kubepods-burstable-pod1.slice", want: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"},
 		{in: "", wantErr: true},
 		{in: "relative/path", wantErr: true},
+		{in: "a--b.slice", wantErr: true},
 		{in: "system.slice:husk:", wantErr: true},
 		{in: "system.slice:husk:a/b", wantErr: true},
 		{in: "notaslice:husk:abc", wantErr: true},
@@ -159,11 +161,15 @@ func TestWorkingSetAndAvailable(t *testing.T) {
 	if got := workingSet(10, 30); got != 0 {
 		t.Errorf("workingSet(10, 30) = %d, want 0", got)
 	}
-	if got := available(100, 70); got != 30 {
-		t.Errorf("available(100, 70) = %d, want 30", got)
+	for _, tt := range []struct{ limit, ws, want uint64 }{{100, 70, 30}, {50, 70, 0}, {0, 70, 0}} {
+		if got := (Memory{Limit: tt.limit, WorkingSet: tt.ws}).Available(); got != tt.want {
+			t.Errorf("Memory{Limit: %d, WorkingSet: %d}.Available() = %d, want %d", tt.limit, tt.ws, got, tt.want)
+		}
 	}
-	if got := available(50, 70); got != 0 {
-		t.Errorf("available(50, 70) = %d, want 0", got)
+	for _, tt := range []struct{ limit, usage, want uint64 }{{100, 70, 30}, {50, 70, 0}, {0, 70, 0}} {
+		if got := (Swap{Limit: tt.limit, Usage: tt.usage}).Available(); got != tt.want {
+			t.Errorf("Swap{Limit: %d, Usage: %d}.Available() = %d, want %d", tt.limit, tt.usage, got, tt.want)
+		}
 	}
 }
 

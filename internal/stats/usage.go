@@ -1,0 +1,69 @@
+package stats
+
+import (
+	"fmt"
+	"io/fs"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// DiskUsage adds up the allocated bytes (st_blocks) and the inodes of
+// everything below dir, dir included, each hard-linked inode once; entries
+// that vanish while it walks are skipped. It walks the whole tree: callers
+// keep its result rather than call it on every request.
+func DiskUsage(dir string) (bytes, inodes uint64, err error) {
+	type inode struct{ dev, ino uint64 }
+	linked := map[inode]bool{}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == dir {
+				return err
+			}
+			return nil // vanished while walking
+		}
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil {
+			return nil
+		}
+		if st.Nlink > 1 && !d.IsDir() {
+			k := inode{uint64(st.Dev), st.Ino}
+			if linked[k] {
+				return nil
+			}
+			linked[k] = true
+		}
+		inodes++
+		bytes += uint64(st.Blocks) * 512
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("disk usage of %s: %w", dir, err)
+	}
+	return bytes, inodes, nil
+}
+
+// MountPoint finds the mount point of the filesystem holding path: the
+// highest ancestor on the same device.
+func MountPoint(path string) (string, error) {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		return "", fmt.Errorf("mount point of %s: %w", path, err)
+	}
+	for p != "/" {
+		parent := filepath.Dir(p)
+		var pst unix.Stat_t
+		if err := unix.Stat(parent, &pst); err != nil {
+			return "", fmt.Errorf("mount point of %s: %w", path, err)
+		}
+		if pst.Dev != st.Dev {
+			return p, nil
+		}
+		p = parent
+	}
+	return "/", nil
+}
