@@ -316,7 +316,7 @@ func (d *daemon) criServer(stream *cri.StreamServer) *grpc.Server {
 		Network: d.network, Handlers: d.runtimes.Names(), CgroupDriver: d.cfg.CgroupDriver, ConfigInfo: d.cfg.Redacted(),
 		Logger: d.log,
 	}))
-	runtimeapi.RegisterImageServiceServer(srv, cri.NewImageServer(d.images))
+	runtimeapi.RegisterImageServiceServer(srv, cri.NewImageServer(d.images, d.containers))
 	return srv
 }
 

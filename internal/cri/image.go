@@ -16,12 +16,19 @@ import (
 // ImageServer implements the CRI ImageService over the image store.
 type ImageServer struct {
 	runtimeapi.UnimplementedImageServiceServer
-	images *image.Service
+	images     *image.Service
+	containers ContainerFS
+}
+
+// ContainerFS is what ImageFsInfo reports of the containers' writable
+// layers: their usage as last measured, and where they are.
+type ContainerFS interface {
+	FsUsage() (bytes, inodes uint64, at time.Time, mountpoint string)
 }
 
 // NewImageServer returns the ImageService.
-func NewImageServer(images *image.Service) *ImageServer {
-	return &ImageServer{images: images}
+func NewImageServer(images *image.Service, containers ContainerFS) *ImageServer {
+	return &ImageServer{images: images, containers: containers}
 }
 
 func (s *ImageServer) criImage(img *image.Image) *runtimeapi.Image {
@@ -121,17 +128,22 @@ func (s *ImageServer) RemoveImage(_ context.Context, req *runtimeapi.RemoveImage
 	return &runtimeapi.RemoveImageResponse{}, nil
 }
 
-// ImageFsInfo reports the bytes and inodes used by the image store and the
-// filesystem it lives on.
+// ImageFsInfo reports the usage of the image store and of the containers'
+// writable layers (<root>/containers), each on the filesystem holding it,
+// as the kubelet's separate image and container filesystems (the same
+// mount point when they share one). Both figures are kept as they change,
+// never walked here: the kubelet polls this.
 func (s *ImageServer) ImageFsInfo(context.Context, *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
-	bytes, inodes, mount, err := s.images.FsInfo()
-	if err != nil {
-		return nil, toStatus(fmt.Errorf("image fs info: %w", err))
+	fsUsage := func(bytes, inodes uint64, at time.Time, mount string) []*runtimeapi.FilesystemUsage {
+		return []*runtimeapi.FilesystemUsage{{
+			Timestamp:  at.UnixNano(),
+			FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: mount},
+			UsedBytes:  &runtimeapi.UInt64Value{Value: bytes},
+			InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
+		}}
 	}
-	return &runtimeapi.ImageFsInfoResponse{ImageFilesystems: []*runtimeapi.FilesystemUsage{{
-		Timestamp:  time.Now().UnixNano(),
-		FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: mount},
-		UsedBytes:  &runtimeapi.UInt64Value{Value: bytes},
-		InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
-	}}}, nil
+	return &runtimeapi.ImageFsInfoResponse{
+		ImageFilesystems:     fsUsage(s.images.FsInfo()),
+		ContainerFilesystems: fsUsage(s.containers.FsUsage()),
+	}, nil
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/singleflight"
-	"golang.org/x/sys/unix"
 
 	"github.com/huskrt/husk/internal/atomicfile"
 )
@@ -373,7 +372,16 @@ func (s *Service) record(rec *Image, r Reference, digest string) error {
 			return err
 		}
 		changed[rec.ID] = rec
-		return imgs.Put([]byte(rec.ID), b)
+		if err := imgs.Put([]byte(rec.ID), b); err != nil {
+			return err
+		}
+		// The figures of what this pull (and any other) committed go with
+		// the record: no transaction of their own on the pull's path.
+		keys, err := s.usage.saveIn(tx)
+		if err == nil {
+			tx.OnCommit(func() { s.usage.saved(keys) })
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("record image %s: %w", rec.ID, err)
@@ -437,10 +445,20 @@ func (s *Service) fetchLayer(ctx context.Context, l v1.Layer, digest, diffID str
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
 		return fmt.Errorf("layer %s: uncompressed digest %s, config says %s", digest, got, diffID)
 	}
-	// Another pull that unpacked it first wins: same diff ID, same content.
-	if err := atomicfile.CommitDir(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
+	// Measured here, where its files are still in the page cache, so that
+	// the store's usage never needs a walk (usage.go).
+	size, err := measure(tmp)
+	if err != nil {
 		return fmt.Errorf("layer %s: %w", digest, err)
 	}
+	// Another pull that unpacked it first wins: same diff ID, same content.
+	if err := atomicfile.CommitDir(tmp, dir); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil
+		}
+		return fmt.Errorf("layer %s: %w", digest, err)
+	}
+	s.usage.add(layerKey(strings.TrimPrefix(diffID, "sha256:")), size)
 	return nil
 }
 
@@ -471,6 +489,11 @@ func (s *Service) writeBlob(digest string, r io.Reader) error {
 	if err := f.Commit(); err != nil {
 		return fmt.Errorf("blob %s: %w", digest, err)
 	}
+	size, err := measure(dst)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", digest, err)
+	}
+	s.usage.add(blobKey(strings.TrimPrefix(digest, "sha256:")), size)
 	return nil
 }
 
@@ -544,35 +567,4 @@ func merged[T any](ctx context.Context, g *singleflight.Group, key, what string,
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}
-}
-
-// mountPoint finds the mount point of the filesystem holding path.
-func mountPoint(path string) (string, error) {
-	p, err := filepath.Abs(path)
-	if err != nil {
-		return "", err
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		return "", err
-	}
-	for p != "/" {
-		parent := filepath.Dir(p)
-		var pst unix.Stat_t
-		if err := unix.Stat(parent, &pst); err != nil {
-			return "", err
-		}
-		if pst.Dev != st.Dev {
-			return p, nil
-		}
-		p = parent
-	}
-	return "/", nil
-}
-
-func diskUsage(fi os.FileInfo) int64 {
-	if st, ok := fi.Sys().(*unix.Stat_t); ok {
-		return st.Blocks * 512
-	}
-	return fi.Size()
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/huskrt/husk/internal/atomicfile"
+	"github.com/huskrt/husk/internal/stats"
 )
 
 // Buckets of the image records in the daemon's database.
@@ -123,6 +124,11 @@ type Service struct {
 	// kept in memory so listing does not decode every record.
 	indexMu sync.RWMutex
 	index   map[string]*Image
+
+	// usage is the store's disk usage, kept as it changes; mountpoint the
+	// mount point of the filesystem holding Root.
+	usage      storeUsage
+	mountpoint string
 }
 
 // New opens the store and clears temporary downloads. Call GC once the
@@ -141,7 +147,7 @@ func New(opts Options) (*Service, error) {
 		}
 	}
 	err := opts.DB.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{bucketImages, bucketTags} {
+		for _, b := range []string{bucketImages, bucketTags, bucketUsage} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -151,7 +157,8 @@ func New(opts Options) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
-	s := &Service{opts: opts, log: opts.Logger, index: map[string]*Image{}, held: map[string]int{}, owners: map[string]map[string]bool{}}
+	s := &Service{opts: opts, log: opts.Logger, index: map[string]*Image{}, held: map[string]int{}, owners: map[string]map[string]bool{},
+		usage: storeUsage{items: map[string]usage{}, unsaved: map[string]bool{}}}
 	err = opts.DB.View(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketImages)).ForEach(func(k, v []byte) error {
 			var img Image
@@ -173,6 +180,12 @@ func New(opts Options) (*Service, error) {
 	}
 	// Blobs are written beside their final name; GC leaves those alone.
 	if _, err := atomicfile.RemoveTemps(filepath.Join(opts.Root, "blobs", "sha256")); err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	if err := s.loadUsage(); err != nil {
+		return nil, fmt.Errorf("image store: usage: %w", err)
+	}
+	if s.mountpoint, err = stats.MountPoint(opts.Root); err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
 	return s, nil
@@ -390,33 +403,17 @@ func (s *Service) gcLocked() ([]string, error) {
 				continue
 			}
 			if err := os.RemoveAll(filepath.Join(s.opts.Root, dir, e.Name())); err != nil {
+				_ = s.forgetUsage(removed)
 				return removed, fmt.Errorf("image gc: %w", err)
 			}
 			removed = append(removed, dir+"/"+e.Name())
 		}
 	}
 	sort.Strings(removed)
-	return removed, nil
-}
-
-// FsInfo is the store's usage: bytes and inodes under Root, and the mount
-// point of the filesystem holding it.
-func (s *Service) FsInfo() (bytes, inodes uint64, mountpoint string, err error) {
-	err = filepath.WalkDir(s.opts.Root, func(_ string, d os.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		inodes++
-		if info, err := d.Info(); err == nil {
-			bytes += uint64(diskUsage(info))
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, 0, "", err
+	if err := s.forgetUsage(removed); err != nil {
+		return removed, fmt.Errorf("image gc: usage: %w", err)
 	}
-	mountpoint, err = mountPoint(s.opts.Root)
-	return bytes, inodes, mountpoint, err
+	return removed, nil
 }
 
 // hold protects the named layers and blobs from GC until release.
