@@ -204,14 +204,19 @@ type Manager struct {
 	// cdi resolves CDI devices against the spec dirs.
 	cdi *cdiDevices
 
-	// cgroups reads the containers' cgroups; layers keeps the usage of
+	// cgroups reads the containers' cgroups, cpuRates turns their CPU
+	// usage into rates; layers keeps the usage of
 	// their writable layers, refreshed in the background until
 	// stopRefresh; containersMount is the mount point of the filesystem
 	// holding them.
 	cgroups         *stats.Reader
+	cpuRates        stats.CPURates
 	layers          *writableLayers
 	stopRefresh     context.CancelFunc
 	containersMount string
+	// containersDevice is the source of that mount, the device label of
+	// the filesystem metrics.
+	containersDevice string
 }
 
 // New makes the directories. Call Recover before serving.
@@ -243,7 +248,7 @@ func New(opts Options) (*Manager, error) {
 			What: "container", IDKey: "container_id"},
 		allCaps: oci.CapabilitiesFromMask(boundingSet()), appArmor: appArmorEnabled(),
 		cdi:     newCDIDevices(opts.CDISpecDirs),
-		cgroups: stats.Host(), layers: newWritableLayers(), containersMount: mount,
+		cgroups: stats.Host(), layers: newWritableLayers(), containersMount: mount, containersDevice: stats.MountSource(mount),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopRefresh = cancel
@@ -302,6 +307,7 @@ func (m *Manager) deleteLocked(c *Container) error {
 	m.unindex(c)
 	m.opts.Images.ReleaseLayers(c.rec.ID)
 	m.layers.drop(c.rec.ID)
+	m.cpuRates.Forget(c.rec.ID)
 	return nil
 }
 

@@ -35,6 +35,9 @@ func (m *Manager) stats(c *Container) (*runtimeapi.ContainerStats, *stats.Cgroup
 	cg := m.readCgroup(v, stats.Basic)
 	if cg != nil {
 		out.Cpu, out.Memory, out.Swap, out.Io = cg.CRICPU(), cg.CRIMemory(), cg.CRISwap(), cg.CRIIO()
+		if nc, ok := m.cpuRates.NanoCores(v.ID, cg.CPU.UsageNanos, cg.Timestamp); ok {
+			out.Cpu.UsageNanoCores = &runtimeapi.UInt64Value{Value: nc}
+		}
 	}
 	if u, err := m.layers.get(v.ID, m.upperDir(v.ID)); err == nil {
 		out.WritableLayer = &runtimeapi.FilesystemUsage{
@@ -64,8 +67,9 @@ func (m *Manager) readCgroup(v *Record, detail stats.Detail) *stats.Cgroup {
 func (m *Manager) upperDir(id string) string { return filepath.Join(m.rootDir(id), "upper") }
 
 // ListStats is ListContainerStats with its filter (id, sandbox, labels).
+// The containers are read a few at a time (statsParallel).
 func (m *Manager) ListStats(f *runtimeapi.ContainerStatsFilter) []*runtimeapi.ContainerStats {
-	var out []*runtimeapi.ContainerStats
+	var list []*Container
 	for _, c := range m.index.All() {
 		v := c.view()
 		if v == nil || v.State == StateCreating ||
@@ -80,10 +84,11 @@ func (m *Manager) ListStats(f *runtimeapi.ContainerStatsFilter) []*runtimeapi.Co
 			}
 		}
 		if match {
-			st, _ := m.stats(c)
-			out = append(out, st)
+			list = append(list, c)
 		}
 	}
+	out := make([]*runtimeapi.ContainerStats, len(list))
+	stats.Parallel(len(list), func(i int) { out[i], _ = m.stats(list[i]) })
 	return out
 }
 
@@ -121,4 +126,48 @@ func addMemory(sum *stats.Memory, m stats.Memory) {
 func (m *Manager) FsUsage() (bytes, inodes uint64, at time.Time, mountpoint string) {
 	t := m.layers.total()
 	return t.bytes, t.inodes, t.at, m.containersMount
+}
+
+// MetricSamples are what the CRI metrics of a sandbox's containers are made
+// of: a Full read of each one's cgroup, its spec and its writable layer.
+// namespace and pod are the pod's, for the labels.
+func (m *Manager) MetricSamples(sandboxID, namespace, pod string) []stats.ContainerSample {
+	var list []*Container
+	for _, c := range m.index.All() {
+		if v := c.view(); v.SandboxID == sandboxID && v.State != StateCreating {
+			list = append(list, c)
+		}
+	}
+	if len(list) == 0 {
+		return nil
+	}
+	fs := stats.FSUsage{Device: m.containersDevice}
+	fs.CapacityBytes, fs.Inodes, fs.InodesFree, _ = stats.Filesystem(filepath.Join(m.opts.RootDir, "containers"))
+	out := make([]stats.ContainerSample, len(list))
+	for i, c := range list {
+		out[i] = m.metricSample(c, namespace, pod, fs)
+	}
+	return out
+}
+
+func (m *Manager) metricSample(c *Container, namespace, pod string, fs stats.FSUsage) stats.ContainerSample {
+	v := c.view()
+	s := stats.ContainerSample{
+		Labels: stats.Labels{Container: c.config.GetMetadata().GetName(), ID: v.ID, Image: v.ImageName, Name: v.Name,
+			Namespace: namespace, Pod: pod},
+		Cgroup: m.readCgroup(v, stats.Full),
+		FS:     fs,
+	}
+	if v.StartedAt != 0 {
+		s.StartedAt = time.Unix(0, v.StartedAt)
+	}
+	if r := decodeResources(v.Resources); r != nil {
+		nonNeg := func(v int64) uint64 { return uint64(max(v, 0)) }
+		s.Spec = stats.Spec{MemoryLimit: nonNeg(r.MemoryLimitInBytes), MemorySwapLimit: nonNeg(r.MemorySwapLimitInBytes),
+			CPUShares: nonNeg(r.CpuShares), CPUPeriod: nonNeg(r.CpuPeriod), CPUQuota: nonNeg(r.CpuQuota)}
+	}
+	if u, err := m.layers.get(v.ID, m.upperDir(v.ID)); err == nil {
+		s.FS.UsedBytes, s.FS.At = u.bytes, u.at
+	}
+	return s
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/huskrt/husk/internal/container"
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/sandbox"
+	"github.com/huskrt/husk/internal/stats"
 )
 
 // RuntimeName and RuntimeAPIVersion are what Version reports.
@@ -47,6 +48,8 @@ type RuntimeOptions struct {
 type RuntimeServer struct {
 	runtimeapi.UnimplementedRuntimeServiceServer
 	opts RuntimeOptions
+	// podRates turns the pods' CPU usage into rates (usage_nano_cores).
+	podRates stats.CPURates
 }
 
 // NewRuntimeServer returns the RuntimeService over the domain managers.

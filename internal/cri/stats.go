@@ -33,16 +33,23 @@ func (s *RuntimeServer) PodSandboxStats(_ context.Context, req *runtimeapi.PodSa
 
 func (s *RuntimeServer) ListPodSandboxStats(_ context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
 	f := req.GetFilter()
-	var out []*runtimeapi.PodSandboxStats
+	var ids []string
 	for _, p := range s.opts.Sandboxes.List(&runtimeapi.PodSandboxFilter{LabelSelector: f.GetLabelSelector()}) {
-		if f.GetId() != "" && !strings.HasPrefix(p.Id, f.GetId()) {
-			continue
+		if f.GetId() == "" || strings.HasPrefix(p.Id, f.GetId()) {
+			ids = append(ids, p.Id)
 		}
-		rec, cfg, err := s.opts.Sandboxes.Get(p.Id)
-		if err != nil {
-			continue // removed meanwhile
+	}
+	all := make([]*runtimeapi.PodSandboxStats, len(ids))
+	stats.Parallel(len(ids), func(i int) {
+		if rec, cfg, err := s.opts.Sandboxes.Get(ids[i]); err == nil { // else removed meanwhile
+			all[i] = s.podStats(rec, cfg)
 		}
-		out = append(out, s.podStats(rec, cfg))
+	})
+	out := all[:0]
+	for _, st := range all {
+		if st != nil {
+			out = append(out, st)
+		}
 	}
 	return &runtimeapi.ListPodSandboxStatsResponse{Stats: out}, nil
 }
@@ -62,6 +69,9 @@ func (s *RuntimeServer) podStats(rec sandbox.Record, cfg *runtimeapi.PodSandboxC
 	}
 	if pod := podCgroup(rec, cfg, sum); pod != nil {
 		out.Linux.Cpu, out.Linux.Memory, out.Linux.Process, out.Linux.Io = pod.CRICPU(), pod.CRIMemory(), pod.CRIProcess(), pod.CRIIO()
+		if nc, ok := s.podRates.NanoCores(rec.ID, pod.CPU.UsageNanos, pod.Timestamp); ok {
+			out.Linux.Cpu.UsageNanoCores = &runtimeapi.UInt64Value{Value: nc}
+		}
 	}
 	if rec.NetnsPath != "" {
 		if ifs, err := stats.ReadNetworkOf(rec.InfraPID, rec.NetnsPath); err == nil {
@@ -84,11 +94,11 @@ func (s *RuntimeServer) podStats(rec sandbox.Record, cfg *runtimeapi.PodSandboxC
 // does not add up.
 func podCgroup(rec sandbox.Record, cfg *runtimeapi.PodSandboxConfig, ctrs stats.Cgroup) *stats.Cgroup {
 	if cfg.GetLinux().GetCgroupParent() != "" {
-		if pod, err := stats.ReadCgroup(rec.CgroupParent); err == nil {
+		if pod, err := stats.Host().Read(rec.CgroupParent, stats.Pod); err == nil {
 			return pod
 		}
 	}
-	infra, err := stats.ReadCgroup(rec.CgroupsPath)
+	infra, err := stats.Host().Read(rec.CgroupsPath, stats.Pod)
 	if err != nil {
 		return nil
 	}

@@ -49,11 +49,13 @@ func TestReadFixtures(t *testing.T) {
 			{Major: 253, Minor: 3, ReadBytes: 4096, Reads: 1}}}, // not in partitions: no name
 		Pids: Pids{Current: 3, Limit: 1024},
 	}
-	// Basic leaves out what only the metrics report: memory.events and
-	// io.stat are not read.
+	// Basic leaves out what only the metrics report: throttling,
+	// memory.peak, memory.events, io.stat and pids.max are not read.
 	v2Basic := v2Full
-	v2Basic.Memory.OOMKills = 0
+	v2Basic.CPU.Periods, v2Basic.CPU.ThrottledPeriods, v2Basic.CPU.ThrottledNanos = 0, 0, 0
+	v2Basic.Memory.MaxUsage, v2Basic.Memory.OOMKills = 0, 0
 	v2Basic.IO.Devices = nil
+	v2Basic.Pids.Limit = 0
 
 	v1Full := Cgroup{
 		CPU: CPU{UsageNanos: 2.5e9, UserNanos: 1.8e9, SystemNanos: 0.7e9, Periods: 40, ThrottledPeriods: 7, ThrottledNanos: 350e6,
@@ -66,12 +68,23 @@ func TestReadFixtures(t *testing.T) {
 	}
 	v1Full.Memory.Failcnt = 9
 	v1Basic := v1Full
-	v1Basic.CPU.Periods, v1Basic.CPU.ThrottledPeriods, v1Basic.CPU.ThrottledNanos = 0, 0, 0
+	v1Basic.CPU = CPU{UsageNanos: v1Full.CPU.UsageNanos, PSI: v1Full.CPU.PSI}
+	v1Basic.Memory.MaxUsage, v1Basic.Memory.Failcnt, v1Basic.Memory.OOMKills = 0, 0, 0
 	v1Basic.IO.Devices = nil
 	// Legacy: no unified hierarchy, no pressure.
 	v1Legacy := v1Basic
 	v1Legacy.CPU.PSI, v1Legacy.Memory.PSI, v1Legacy.IO.PSI = nil, nil, nil
 
+	v2Bare := Cgroup{
+		CPU:    CPU{UsageNanos: 1e6, UserNanos: 6e5, SystemNanos: 4e5},
+		Memory: Memory{Usage: 4096, RSS: 4096, PageFaults: 10, InactiveFile: 8192}, // working set floored at 0
+		Pids:   Pids{Current: 1},
+	}
+	// A node without swap space: the swap files are not read, and nothing
+	// can be swapped out. The pod detail carries no swap at all.
+	v2NoSwap, v1NoSwap, v1Pod := v2Basic, v1Basic, v1Basic
+	v2NoSwap.Swap, v1NoSwap.Swap, v1Pod.Swap = &Swap{}, &Swap{}, nil
+	noSwap := func(r *Reader) *Reader { r.Proc = "testdata/noswap"; return r }
 	tests := []struct {
 		name   string
 		reader *Reader
@@ -82,14 +95,14 @@ func TestReadFixtures(t *testing.T) {
 		{"v2 full", v2Fixture(), "/kubepods/podA/limited", Full, v2Full},
 		{"v2 basic", v2Fixture(), "/kubepods/podA/limited", Basic, v2Basic},
 		{"v2 systemd path", v2Fixture(), "kubepods.slice:husk:x", Basic, Cgroup{}}, // not there: checked below
-		{"v2 without psi and swap", v2Fixture(), "/kubepods/podA/bare", Full, Cgroup{
-			CPU:    CPU{UsageNanos: 1e6, UserNanos: 6e5, SystemNanos: 4e5},
-			Memory: Memory{Usage: 4096, RSS: 4096, PageFaults: 10, InactiveFile: 8192}, // working set floored at 0
-			Pids:   Pids{Current: 1},
-		}},
+		{"v2 without psi and swap", v2Fixture(), "/kubepods/podA/bare", Full, v2Bare},
+		{"v2 basic without psi and swap", v2Fixture(), "/kubepods/podA/bare", Basic, v2Bare},
 		{"v1 hybrid full", v1Fixture(cgroups.Hybrid), "/kubepods/podA/c1", Full, v1Full},
 		{"v1 hybrid basic", v1Fixture(cgroups.Hybrid), "/kubepods/podA/c1", Basic, v1Basic},
 		{"v1 legacy", v1Fixture(cgroups.Legacy), "/kubepods/podA/c1", Basic, v1Legacy},
+		{"v2 basic, no swap space", noSwap(v2Fixture()), "/kubepods/podA/limited", Basic, v2NoSwap},
+		{"v1 basic, no swap space", noSwap(v1Fixture(cgroups.Hybrid)), "/kubepods/podA/c1", Basic, v1NoSwap},
+		{"v1 pod", v1Fixture(cgroups.Hybrid), "/kubepods/podA/c1", Pod, v1Pod},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

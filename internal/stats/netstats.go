@@ -25,12 +25,12 @@ type Interface struct {
 // in that namespace (the pod's infra): /proc/<pid>/net/dev shows the
 // namespace of its process, which costs a file read instead of two setns
 // calls on a locked thread. The process's namespace is checked against
-// the pin first, so a PID reused by another process is never read; when
-// it does not match, ReadNetwork reads through the pin itself.
+// the pin after the read, so what a reused PID showed is never returned;
+// when it does not match, ReadNetwork reads through the pin itself.
 func ReadNetworkOf(pid int, netnsPath string) ([]Interface, error) {
-	if pid > 0 && sameFile(netnsPath, fmt.Sprintf("/proc/%d/ns/net", pid)) {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/dev", pid))
-		if err == nil && sameFile(netnsPath, fmt.Sprintf("/proc/%d/ns/net", pid)) {
+	if pid > 0 {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/dev")
+		if err == nil && sameFile(netnsPath, "/proc/"+strconv.Itoa(pid)+"/ns/net") {
 			ifs, err := parseNetDev(bytes.NewReader(data))
 			if err != nil {
 				return nil, fmt.Errorf("netns %s: parse net/dev: %w", netnsPath, err)

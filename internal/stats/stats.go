@@ -118,11 +118,15 @@ type PSIData struct {
 type Detail int
 
 const (
-	// Basic is what ContainerStats and PodSandboxStats report: CPU and
-	// memory usage, swap, process count and pressure.
+	// Basic is what ContainerStats reports: CPU usage, memory usage and
+	// its breakdown from memory.stat, swap, process count and pressure
+	// (basic.go).
 	Basic Detail = iota
-	// Full adds what the cAdvisor metrics report: throttling, the memory
-	// breakdown, OOM kills, per-device IO and the pids limit.
+	// Pod is Basic without swap, which PodSandboxStats does not carry.
+	Pod
+	// Full adds what only the cAdvisor metrics report: CPU time by mode
+	// and throttling, the memory high-water mark, limit hits and OOM
+	// kills, per-device IO and the pids limit.
 	Full
 )
 
@@ -144,6 +148,7 @@ type Reader struct {
 	// swapOnce and swapV1 say whether v1 memory accounts swap (memsw).
 	swapOnce sync.Once
 	swapV1   bool
+	swap     swapDevices
 	devices  deviceNames
 }
 
@@ -177,13 +182,15 @@ func (r *Reader) Read(cgroupsPath string, detail Detail) (*Cgroup, error) {
 		return nil, fmt.Errorf("cgroup %s: %w", cgroupsPath, err)
 	}
 	var c *Cgroup
-	switch r.Mode {
-	case cgroups.Unified:
-		c, err = r.readV2(group, detail)
-	case cgroups.Legacy, cgroups.Hybrid:
-		c, err = r.readV1(group, detail)
-	default:
+	switch {
+	case r.Mode == cgroups.Unavailable:
 		err = errors.New("no cgroup hierarchy mounted")
+	case detail == Basic || detail == Pod:
+		c, err = r.readBasic(group, detail == Basic)
+	case r.Mode == cgroups.Unified:
+		c, err = r.readV2(group)
+	default:
+		c, err = r.readV1(group)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", cgroupsPath, err)

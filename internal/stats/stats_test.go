@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/cgroups/v3"
 )
@@ -191,5 +192,39 @@ func TestReadNetworkNotExist(t *testing.T) {
 	t.Log(err)
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("ReadNetwork error = %v, want os.ErrNotExist", err)
+	}
+}
+
+func TestCPURates(t *testing.T) {
+	var r CPURates
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		id     string
+		usage  uint64
+		at     time.Time
+		want   uint64
+		wantOK bool
+	}{
+		{"a", 1e9, t0, 0, false},                       // first sample
+		{"a", 3e9, t0.Add(4 * time.Second), 5e8, true}, // 2 s of CPU in 4 s: half a core
+		{"a", 3e9, t0.Add(3 * time.Second), 0, false},  // older than the last: ignored
+		{"a", 7e9, t0.Add(6 * time.Second), 2e9, true}, // 4 s in 2 s: two cores
+		{"a", 1e9, t0.Add(7 * time.Second), 0, false},  // counter reset: a new cgroup
+		{"a", 2e9, t0.Add(8 * time.Second), 1e9, true}, // from the reset on
+		{"b", 5e9, t0.Add(8 * time.Second), 0, false},  // another object
+		{"b", 5e9, t0.Add(18 * time.Minute), 0, false}, // forgotten after the TTL? no: b itself was seen
+	}
+	for i, s := range steps {
+		got, ok := r.NanoCores(s.id, s.usage, s.at)
+		if got != s.want || ok != s.wantOK {
+			t.Errorf("step %d: NanoCores(%s, %d) = %d, %v; want %d, %v", i, s.id, s.usage, got, ok, s.want, s.wantOK)
+		}
+	}
+	if _, ok := r.last["a"]; ok {
+		t.Error("a, not seen for 18 minutes, is still kept")
+	}
+	r.Forget("b")
+	if _, ok := r.NanoCores("b", 6e9, t0.Add(19*time.Minute)); ok {
+		t.Error("a forgotten object has a rate")
 	}
 }

@@ -3,7 +3,9 @@ package stats
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -66,4 +68,38 @@ func MountPoint(path string) (string, error) {
 		p = parent
 	}
 	return "/", nil
+}
+
+// MountSource is the source of the mount at mountpoint (a device such as
+// /dev/vda1, or the filesystem's name) from /proc/self/mountinfo: the
+// device label cAdvisor gives the filesystem metrics. "" when not found.
+func MountSource(mountpoint string) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	source := ""
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+		f := strings.Fields(line)
+		if len(f) < 5 || f[4] != mountpoint {
+			continue
+		}
+		for i := 5; i+2 < len(f); i++ {
+			if f[i] == "-" {
+				source = f[i+2] // the last mount on the point is the one in effect
+				break
+			}
+		}
+	}
+	return source
+}
+
+// Filesystem is the size and inodes of the filesystem holding path.
+func Filesystem(path string) (capacityBytes, inodes, inodesFree uint64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, 0, 0, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return st.Blocks * uint64(st.Bsize), st.Files, st.Ffree, nil
 }

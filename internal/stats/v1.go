@@ -16,10 +16,10 @@ import (
 // uses the same threshold rather than an exact value.
 const v1Unlimited = uint64(1) << 62
 
-// readV1 reads group from the v1 hierarchies, and its pressure from the
-// unified hierarchy of a hybrid layout.
-func (r *Reader) readV1(group string, detail Detail) (*Cgroup, error) {
-	cg, err := cgroup1.Load(cgroup1.StaticPath(group), cgroup1.WithHierarchy(r.v1Hierarchy(detail)))
+// readV1 reads the Full figures of group from the v1 hierarchies, and its
+// pressure from the unified hierarchy of a hybrid layout.
+func (r *Reader) readV1(group string) (*Cgroup, error) {
+	cg, err := cgroup1.Load(cgroup1.StaticPath(group), cgroup1.WithHierarchy(r.v1Hierarchy()))
 	if err != nil {
 		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
 			return nil, fmt.Errorf("load %s: %w", group, os.ErrNotExist)
@@ -63,21 +63,19 @@ func (r *Reader) readV1(group string, detail Detail) (*Cgroup, error) {
 // v1Hierarchy lists only the controllers a read needs: the default
 // hierarchy would read every controller, and the memsw/kmem files are
 // absent when swap or kernel memory accounting is off.
-func (r *Reader) v1Hierarchy(detail Detail) cgroup1.Hierarchy {
+func (r *Reader) v1Hierarchy() cgroup1.Hierarchy {
 	ignored := []string{"kmem", "kmem.tcp"}
 	if !r.swapAccounted() {
 		ignored = append(ignored, "memsw")
 	}
 	return func() ([]cgroup1.Subsystem, error) {
-		s := []cgroup1.Subsystem{
+		return []cgroup1.Subsystem{
 			cgroup1.NewCpuacct(r.Root),
+			cgroup1.NewCpu(r.Root),
 			cgroup1.NewMemory(r.Root, cgroup1.IgnoreModules(ignored...)),
 			cgroup1.NewPids(r.Root),
-		}
-		if detail == Full {
-			s = append(s, cgroup1.NewCpu(r.Root), cgroup1.NewBlkio(r.Root, cgroup1.ProcRoot(r.Proc)))
-		}
-		return s, nil
+			cgroup1.NewBlkio(r.Root, cgroup1.ProcRoot(r.Proc)),
+		}, nil
 	}
 }
 

@@ -11,8 +11,8 @@ import (
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 )
 
-// readV2 reads group from the unified hierarchy.
-func (r *Reader) readV2(group string, detail Detail) (*Cgroup, error) {
+// readV2 reads the Full figures of group from the unified hierarchy.
+func (r *Reader) readV2(group string) (*Cgroup, error) {
 	dir := filepath.Join(r.Root, group)
 	// cgroup2.Load does not look at the directory and Stat reports a
 	// missing cgroup as zeros, so check existence first.
@@ -23,12 +23,8 @@ func (r *Reader) readV2(group string, detail Detail) (*Cgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	mask := cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatPids
-	if detail == Full {
-		mask |= cgroup2.StatMemoryEvents | cgroup2.StatIO
-	}
 	now := time.Now()
-	m, err := mgr.StatFiltered(mask)
+	m, err := mgr.StatFiltered(cgroup2.StatCPU | cgroup2.StatMemory | cgroup2.StatPids | cgroup2.StatMemoryEvents | cgroup2.StatIO)
 	if err != nil {
 		return nil, fmt.Errorf("stat: %w", err)
 	}
@@ -58,8 +54,6 @@ func (r *Reader) readV2(group string, detail Detail) (*Cgroup, error) {
 			c.IO.Devices = append(c.IO.Devices, IODevice{Major: e.Major, Minor: e.Minor, Name: r.devices.name(r.Proc, e.Major, e.Minor),
 				ReadBytes: e.Rbytes, WriteBytes: e.Wbytes, Reads: e.Rios, Writes: e.Wios})
 		}
-	} else {
-		c.IO.PSI = readPSI(dir, "io.pressure")
 	}
 	return c, nil
 }
