@@ -68,16 +68,21 @@ func sleeperConfig(name string) *runtimeapi.ContainerConfig {
 	}
 }
 
+// pullBusybox pulls the image of the container scenarios.
+func pullBusybox(ctx context.Context, r *runtimeUnderTest) error {
+	images := runtimeapi.NewImageServiceClient(r.conn)
+	if _, err := images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
+		return fmt.Errorf("pull %s: %w", busyboxRef, err)
+	}
+	return nil
+}
+
 // benchContainers times CreateContainer+StartContainer, StopContainer and
 // RemoveContainer of o.n busybox containers in one ready pod, then the
 // private memory per pod of what the runtime adds with o.pods pods of one
 // container each (husk: infra, monitor and the daemon's growth;
 // containerd: shim, pause and the daemon's growth).
 func benchContainers(ctx context.Context, r *runtimeUnderTest, o options, rec record) error {
-	images := runtimeapi.NewImageServiceClient(r.conn)
-	if _, err := images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: busyboxRef}}); err != nil {
-		return fmt.Errorf("pull %s: %w", busyboxRef, err)
-	}
 	if err := benchContainerLatency(ctx, r, o, "", "", rec); err != nil {
 		return err
 	}

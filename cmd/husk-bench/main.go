@@ -6,7 +6,11 @@
 // It also measures what metrics cost husk: two huskds, [metrics] off and on,
 // with each call alternated between them (-only metrics runs only that).
 //
-//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-only husk|containerd|metrics] [-scrape 1s] [-json out.json]
+// The full-node scenario of issue 15 (-node-pods pods of one container
+// each; -node-only runs only it) reports the daemons' memory, making and
+// removing all pods, and the calls the kubelet polls on a full node.
+//
+//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-node-pods 110] [-node-only] [-only husk|containerd|metrics] [-scrape 1s] [-json out.json]
 package main
 
 import (
@@ -27,6 +31,8 @@ type options struct {
 	huskd, pause string
 	registry     string // host:port of the bench's image registry
 	n, pods      int
+	nodePods     int
+	nodeOnly     bool
 	only         string
 	jsonOut      string
 	keep         bool
@@ -41,8 +47,10 @@ type result struct {
 	Name    string               `json:"name"`
 	Unit    string               `json:"unit"`
 	Samples map[string][]float64 `json:"samples"`
-	// Target is the wanted upper bound of husk/containerd, 0 for none.
+	// Target is the wanted upper bound of husk/containerd, 0 for none;
+	// Limit the wanted upper bound of husk's median, in Unit, 0 for none.
 	Target float64 `json:"target,omitempty"`
+	Limit  float64 `json:"limit,omitempty"`
 }
 
 func main() {
@@ -51,6 +59,8 @@ func main() {
 	flag.StringVar(&o.pause, "pause", "bin/husk-pause", "husk-pause binary")
 	flag.IntVar(&o.n, "n", 30, "sandboxes per latency scenario")
 	flag.IntVar(&o.pods, "pods", 20, "pods running for the memory scenario")
+	flag.IntVar(&o.nodePods, "node-pods", 110, "pods of the full-node scenario (0 skips it)")
+	flag.BoolVar(&o.nodeOnly, "node-only", false, "run only the full-node scenario")
 	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
@@ -96,6 +106,9 @@ func run(o options) error {
 		"Create+StartContainer (husk: crun)", "StopContainer (timeout 0) (husk: crun)", "RemoveContainer (husk: crun)",
 		"per-pod memory, 1 container", "monitor private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
 		listImagesScenario, "infra binary size", "infra RssAnon", "infra threads")
+	for _, row := range nodeRows {
+		order = append(order, row.name)
+	}
 	imgs, err := startImages(o.only != "metrics")
 	if err != nil {
 		return fmt.Errorf("bench images: %w", err)
@@ -107,6 +120,9 @@ func run(o options) error {
 	if o.only == "metrics" {
 		networks = nil
 	}
+	if o.nodeOnly {
+		networks = networks[:1]
+	}
 	for ni, n := range networks {
 		for i, side := range []string{"containerd", "husk"} {
 			if o.only != "" && o.only != side {
@@ -117,12 +133,27 @@ func run(o options) error {
 				return fmt.Errorf("%s: %w", side, err)
 			}
 			rec := func(name, unit string, target float64, v ...float64) { add(name, unit, side, target, v...) }
-			err = benchSandboxes(ctx, rt, o, n.name, ni == 0, rec)
-			if err == nil && ni == 0 {
-				err = benchImagePulls(ctx, rt, imgs, rec)
+			if ni == 0 {
+				err = pullBusybox(ctx, rt)
 			}
-			if err == nil && ni == 0 {
-				err = benchContainers(ctx, rt, o, rec)
+			if err == nil && !o.nodeOnly {
+				err = benchSandboxes(ctx, rt, o, n.name, ni == 0, rec)
+				if err == nil && ni == 0 {
+					err = benchImagePulls(ctx, rt, imgs, rec)
+				}
+				if err == nil && ni == 0 {
+					err = benchContainers(ctx, rt, o, rec)
+				}
+			}
+			if err == nil && ni == 0 && o.nodePods > 0 {
+				err = benchNode(ctx, rt, o, func(name string, v ...float64) {
+					for _, row := range nodeRows {
+						if row.name == name {
+							add(name, row.unit, side, row.target, v...)
+							results[name].Limit = row.limit
+						}
+					}
+				})
 			}
 			rt.close(o.keep)
 			if err != nil {
@@ -131,24 +162,25 @@ func run(o options) error {
 		}
 	}
 	var scrapes []float64
-	if o.only == "" || o.only == "metrics" {
+	if (o.only == "" || o.only == "metrics") && !o.nodeOnly {
 		scrapes, err = benchMetricsOverhead(ctx, o, func(name, side string, v float64) { add("metrics overhead: "+name, "ms", side, 0, v) })
 		if err != nil {
 			return fmt.Errorf("metrics overhead: %w", err)
 		}
 	}
-	if o.only != "metrics" {
+	if o.only != "metrics" && !o.nodeOnly {
 		if err := benchInfra(o, func(name, unit, side string, v ...float64) { add(name, unit, side, 0, v...) }); err != nil {
 			return err
 		}
 	}
 
-	fmt.Printf("\nhusk-bench: n=%d sandboxes per latency scenario, %d pods for memory, %s in all\n", o.n, o.pods, time.Since(start).Round(time.Second))
+	fmt.Printf("\nhusk-bench: n=%d sandboxes per latency scenario, %d pods for memory, %d pods on the full node, %s in all\n",
+		o.n, o.pods, o.nodePods, time.Since(start).Round(time.Second))
 	var list []*result
 	if o.only != "metrics" {
 		list = printComparison(results, order)
 	}
-	if o.only == "" || o.only == "metrics" {
+	if (o.only == "" || o.only == "metrics") && !o.nodeOnly {
 		list = append(list, printMetricsOverhead(o, results, scrapes)...)
 	}
 	if o.jsonOut != "" {
@@ -178,6 +210,9 @@ func printComparison(results map[string]*result, order []string) []*result {
 		}
 		if r.Target > 0 {
 			target = fmt.Sprintf("<= %.2f", r.Target)
+		}
+		if r.Limit > 0 {
+			target = "<= " + format(r.Limit, r.Unit)
 		}
 		fmt.Printf("%-32s %12s %12s %12s %12s %10s %s\n", r.Name, format(h50, r.Unit), format(h90, r.Unit),
 			format(c50, r.Unit), format(c90, r.Unit), ratio, target)

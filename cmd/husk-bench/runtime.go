@@ -313,9 +313,10 @@ func (r *runtimeUnderTest) close(keep bool) {
 	_ = exec.Command("ip", "link", "del", r.bridge).Run()
 	// The runtimes' parent cgroups, when empty: husk's is the bench's own,
 	// containerd's default is /k8s.io.
-	for _, parent := range []string{"hbench-husk", "k8s.io"} {
-		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
-		for _, d := range dirs {
+	for _, parent := range []string{"hbench-husk", "k8s.io", nodeCgroup(r.side)} {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent + "/*")
+		more, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+		for _, d := range append(dirs, more...) {
 			_ = unix.Rmdir(d)
 		}
 		_ = unix.Rmdir("/sys/fs/cgroup/" + parent)
