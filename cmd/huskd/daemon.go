@@ -223,8 +223,8 @@ func (d *daemon) newContainers() error {
 		RootDir: d.cfg.Root, StateDir: d.cfg.State, Store: d.store,
 		Images: d.images, Sandboxes: sandboxInfos{d.sandboxes},
 		Runtimes: d.runtimes, MonitorBinary: monitorBin, CgroupDriver: d.cfg.CgroupDriver,
-		CDISpecDirs: d.cfg.CDI.SpecDirs,
-		Events:      d.events, Phases: d.metrics.ContainerPhases(), Logger: d.log,
+		CDISpecDirs: d.cfg.CDI.SpecDirs, LayerRefresh: time.Duration(d.cfg.Stats.WritableLayerRefresh),
+		Events: d.events, Phases: d.metrics.ContainerPhases(), Logger: d.log,
 	})
 	return err
 }

@@ -68,6 +68,7 @@ type Config struct {
 	Metrics    Metrics             `toml:"metrics"`
 	Debug      Debug               `toml:"debug"`
 	CDI        CDI                 `toml:"cdi"`
+	Stats      Stats               `toml:"stats"`
 }
 
 // Metrics configures the Prometheus endpoint.
@@ -93,6 +94,14 @@ type CDI struct {
 	// SpecDirs hold the CDI spec files, read again before each container that
 	// asks for a device; a device in a later dir overrides one in an earlier.
 	SpecDirs []string `toml:"spec_dirs" comment:"CDI spec dirs, read again before each container that asks for a device; a later one overrides an earlier"`
+}
+
+// Stats configures the usage figures of the stats calls.
+type Stats struct {
+	// WritableLayerRefresh is how often the containers' writable layers
+	// are measured (walked) again for ContainerStats, ImageFsInfo and the
+	// metrics: their usage lags by at most this, plus one round of walks.
+	WritableLayerRefresh Duration `toml:"writable_layer_refresh" comment:"how often the writable layers are measured again (at least 1s): their usage lags by at most this"`
 }
 
 // CNI configures pod networking.
@@ -192,7 +201,8 @@ func Default() *Config {
 		Stream: Stream{
 			Address: "127.0.0.1",
 		},
-		CDI: CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		CDI:   CDI{SpecDirs: []string{"/etc/cdi", "/var/run/cdi"}},
+		Stats: Stats{WritableLayerRefresh: Duration(10 * time.Second)},
 	}
 }
 
@@ -285,6 +295,9 @@ func (c *Config) Validate() error {
 	}
 	if c.InfraOOMScoreAdj < -1000 || c.InfraOOMScoreAdj > 1000 {
 		bad("infra_oom_score_adj", "must be within -1000..1000, got %d", c.InfraOOMScoreAdj)
+	}
+	if c.Stats.WritableLayerRefresh < Duration(time.Second) {
+		bad("stats.writable_layer_refresh", "must be at least 1s, got %s", time.Duration(c.Stats.WritableLayerRefresh))
 	}
 	if c.ImagePullProgressTimeout <= 0 {
 		bad("image_pull_progress_timeout", "must be positive, got %s", time.Duration(c.ImagePullProgressTimeout))

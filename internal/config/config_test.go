@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -39,6 +40,13 @@ func TestParse(t *testing.T) {
 		{"bad type names key", "shm_size = \"x\"\n", "shm_size", nil},
 		{"bad duration", "image_pull_progress_timeout = \"soon\"\n", "image_pull_progress_timeout", nil},
 		{"relative root", "root = \"var\"\n", "root: must be an absolute path", nil},
+		{"writable layer refresh", "[stats]\nwritable_layer_refresh = \"2s\"\n", "", func(t *testing.T, c *Config) {
+			got, def := time.Duration(c.Stats.WritableLayerRefresh), time.Duration(Default().Stats.WritableLayerRefresh)
+			if got != 2*time.Second || def != 10*time.Second {
+				t.Errorf("stats.writable_layer_refresh = %s, default %s", got, def)
+			}
+		}},
+		{"writable layer refresh too short", "[stats]\nwritable_layer_refresh = \"10ms\"\n", "stats.writable_layer_refresh: must be at least 1s", nil},
 		{"bad log level", "log_level = \"loud\"\n", "log_level", nil},
 		{"bad driver", "cgroup_driver = \"x\"\n", "cgroup_driver", nil},
 		{"missing default runtime", "default_runtime = \"kata\"\n", "default_runtime", nil},
@@ -219,6 +227,7 @@ var secretKeys = map[string]bool{
 	// Paths: what they name is read by huskd and never shown.
 	"stream.address": false, "stream.port": false, "stream.tls_cert": false, "stream.tls_key": false,
 	"metrics.address": false, "debug.address": false, "debug.allow_non_loopback": false, "cdi.spec_dirs": false,
+	"stats.writable_layer_refresh": false,
 }
 
 // schemaKeys lists the TOML keys of typ, tables and maps of tables walked

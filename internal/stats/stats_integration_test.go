@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -262,6 +263,32 @@ func TestReadNetworkIntegration(t *testing.T) {
 	slices.Sort(names)
 	if !slices.Equal(names, []string{"a0", "a1"}) {
 		t.Errorf("interfaces = %v, want [a0 a1]", names)
+	}
+
+	// Through a process in the namespace; through one that is not (a
+	// reused PID): the pin is read instead, never the other namespace.
+	sleeper := exec.Command("nsenter", "--net="+pin, "sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", sleeper.Process.Pid))
+		pinNS, _ := os.Readlink("/proc/self/ns/net")
+		if ns != "" && ns != pinNS || time.Now().After(deadline) {
+			break // nsenter has switched to the pod's namespace
+		}
+	}
+	for _, pid := range []int{sleeper.Process.Pid, os.Getpid()} {
+		ifs, err := ReadNetworkOf(pid, pin)
+		var got []string
+		for _, i := range ifs {
+			got = append(got, i.Name)
+		}
+		slices.Sort(got)
+		if err != nil || !slices.Equal(got, []string{"a0", "a1"}) {
+			t.Errorf("ReadNetworkOf(%d) = %v, %v; want [a0 a1]", pid, got, err)
+		}
 	}
 
 	after, err := os.Readlink("/proc/thread-self/ns/net")
