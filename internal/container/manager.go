@@ -308,6 +308,7 @@ func (m *Manager) deleteLocked(c *Container) error {
 	m.opts.Images.ReleaseLayers(c.rec.ID)
 	m.layers.drop(c.rec.ID)
 	m.cpuRates.Forget(c.rec.ID)
+	m.cgroups.Forget(c.rec.CgroupsPath)
 	return nil
 }
 

@@ -46,7 +46,7 @@ func (s *RuntimeServer) podMetrics(rec sandbox.Record, cfg *runtimeapi.PodSandbo
 	md := cfg.GetMetadata()
 	out := &runtimeapi.PodSandboxMetrics{PodSandboxId: rec.ID}
 	if rec.NetnsPath != "" {
-		if ifs, err := stats.ReadNetworkOf(rec.InfraPID, rec.NetnsPath); err == nil {
+		if ifs, err := s.podNetwork(rec); err == nil {
 			pod := stats.Labels{Container: "POD", ID: rec.ID, Name: rec.Name, Namespace: md.GetNamespace(), Pod: md.GetName()}
 			out.Metrics = stats.NetworkMetrics(pod, ifs)
 		}

@@ -170,7 +170,15 @@ func (s *RuntimeServer) stopPod(ctx context.Context, id string) (string, error) 
 	if err := s.opts.Containers.StopSandbox(ctx, full); err != nil {
 		return "", fmt.Errorf("sandbox %s: stop containers: %w", full, err)
 	}
-	return full, s.opts.Sandboxes.Stop(ctx, full)
+	// The record before the stop, which releases the netns path.
+	rec, _, getErr := s.opts.Sandboxes.Get(full)
+	if err := s.opts.Sandboxes.Stop(ctx, full); err != nil {
+		return "", err
+	}
+	if getErr == nil {
+		s.forgetPodStats(rec)
+	}
+	return full, nil
 }
 
 // PodSandboxStatus reports the sandbox with its containers' statuses and

@@ -74,7 +74,7 @@ func (s *RuntimeServer) podStats(rec sandbox.Record, cfg *runtimeapi.PodSandboxC
 		}
 	}
 	if rec.NetnsPath != "" {
-		if ifs, err := stats.ReadNetworkOf(rec.InfraPID, rec.NetnsPath); err == nil {
+		if ifs, err := s.podNetwork(rec); err == nil {
 			ts := out.Linux.GetCpu().GetTimestamp()
 			if ts == 0 {
 				ts = time.Now().UnixNano()
@@ -83,6 +83,28 @@ func (s *RuntimeServer) podStats(rec sandbox.Record, cfg *runtimeapi.PodSandboxC
 		}
 	}
 	return out
+}
+
+// forgetPodStats drops what the stats keep of a stopped pod: the files
+// kept open to read its cgroups and its interfaces (that one holds its
+// network namespace), and its last CPU figure.
+func (s *RuntimeServer) forgetPodStats(rec sandbox.Record) {
+	stats.Host().Forget(rec.CgroupParent)
+	stats.Host().Forget(rec.CgroupsPath)
+	if rec.NetnsPath != "" {
+		stats.Host().ForgetNetwork(rec.NetnsPath)
+	}
+	s.podRates.Forget(rec.ID)
+}
+
+// podNetwork reads the pod's interfaces. A pod stopped meanwhile gets its
+// file closed again: the read may have opened it after the stop closed it.
+func (s *RuntimeServer) podNetwork(rec sandbox.Record) ([]stats.Interface, error) {
+	ifs, err := stats.Host().ReadNetworkOf(rec.InfraPID, rec.NetnsPath)
+	if now, _, gerr := s.opts.Sandboxes.Get(rec.ID); gerr != nil || now.State != sandbox.StateReady {
+		stats.Host().ForgetNetwork(rec.NetnsPath)
+	}
+	return ifs, err
 }
 
 // podCgroup is the usage of the whole pod. The kubelet gives every pod a

@@ -459,6 +459,7 @@ func (s *Service) fetchLayer(ctx context.Context, l v1.Layer, digest, diffID str
 		return fmt.Errorf("layer %s: %w", digest, err)
 	}
 	s.usage.add(layerKey(strings.TrimPrefix(diffID, "sha256:")), size)
+	s.measureDirs()
 	return nil
 }
 
@@ -494,6 +495,7 @@ func (s *Service) writeBlob(digest string, r io.Reader) error {
 		return fmt.Errorf("blob %s: %w", digest, err)
 	}
 	s.usage.add(blobKey(strings.TrimPrefix(digest, "sha256:")), size)
+	s.measureDirs()
 	return nil
 }
 

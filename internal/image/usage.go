@@ -35,11 +35,14 @@ type usage struct{ bytes, inodes uint64 }
 // walk. What pulls are still writing (temporary blobs and layer dirs) is
 // counted once committed.
 type storeUsage struct {
-	mu sync.Mutex // guards items, unsaved and total
+	mu sync.Mutex // guards items, unsaved, total and dirs
 	// items are the figures by key; unsaved those not in the database yet.
 	items   map[string]usage
 	unsaved map[string]bool
 	total   usage
+	// dirs is the usage of the store's own directories, measured again
+	// whenever an item is added or removed.
+	dirs usage
 }
 
 func blobKey(hex string) string  { return "blobs/" + hex }
@@ -78,11 +81,17 @@ func (u *storeUsage) remove(keys []string) []string {
 	return out
 }
 
-// sum is the usage of every counted item.
+// sum is the usage of every counted item and of the store's directories.
 func (u *storeUsage) sum() usage {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.total
+	return usage{u.total.bytes + u.dirs.bytes, u.total.inodes + u.dirs.inodes}
+}
+
+func (u *storeUsage) setDirs(v usage) {
+	u.mu.Lock()
+	u.dirs = v
+	u.mu.Unlock()
 }
 
 // saveIn writes the unsaved figures in tx, the transaction of an image
@@ -166,6 +175,7 @@ func (s *Service) loadUsage() error {
 			s.usage.add(k, v)
 		}
 	}
+	s.measureDirs()
 	return s.opts.DB.Update(func(tx *bolt.Tx) error {
 		for k := range saved { // gone from disk
 			if err := tx.Bucket([]byte(bucketUsage)).Delete([]byte(k)); err != nil {
@@ -209,6 +219,7 @@ func (s *Service) forgetUsage(removed []string) error {
 	if len(keys) == 0 {
 		return nil
 	}
+	s.measureDirs()
 	return s.opts.DB.Update(func(tx *bolt.Tx) error {
 		for _, k := range keys {
 			if err := tx.Bucket([]byte(bucketUsage)).Delete([]byte(k)); err != nil {
@@ -221,15 +232,25 @@ func (s *Service) forgetUsage(removed []string) error {
 
 // FsInfo is the store's usage: bytes and inodes of its blobs, layers and
 // own directories, from the figures kept as they change (storeUsage), and
-// the mount point of the filesystem holding it.
+// the mount point of the filesystem holding it. Nothing is read from disk.
 func (s *Service) FsInfo() (bytes, inodes uint64, at time.Time, mountpoint string) {
 	u := s.usage.sum()
-	for _, d := range []string{"", "blobs", "blobs/sha256", "layers", "tmp"} {
+	return u.bytes, u.inodes, time.Now(), s.mountpoint
+}
+
+// storeDirs are the store's own directories, counted with its items.
+var storeDirs = []string{"", "blobs", "blobs/sha256", "layers", "tmp"}
+
+// measureDirs measures the store's own directories again: they grow
+// (and, on most filesystems, never shrink) as entries are added.
+func (s *Service) measureDirs() {
+	var u usage
+	for _, d := range storeDirs {
 		var st unix.Stat_t
 		if unix.Lstat(filepath.Join(s.opts.Root, d), &st) == nil {
 			u.bytes += uint64(st.Blocks) * 512
 			u.inodes++
 		}
 	}
-	return u.bytes, u.inodes, time.Now(), s.mountpoint
+	s.usage.setDirs(u)
 }

@@ -4,24 +4,24 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
-	"golang.org/x/sys/unix"
 )
 
 // The Basic reads are what the kubelet polls for every container and pod
 // (ContainerStats, PodSandboxStats and their lists): they read only the
 // files the CRI messages need, one after the other in the calling
-// goroutine, with plain system calls (cgroupDir). containerd/cgroups reads
-// every file of each controller it is given, in a goroutine per
-// controller, through os.ReadFile; on this 2-core node that cost three
-// times as much per cgroup, and a node of 110 pods reads 220 cgroups per
-// ListPodSandboxStats. Full reads, for the metrics, still go through the
-// library.
+// goroutine, with one pread each on files kept open (rawfile.go).
+// containerd/cgroups opens every file of each controller it is given, in a
+// goroutine per controller, through os.ReadFile; on this 2-core node that
+// cost three times as much per cgroup even before keeping files open, and
+// a node of 110 pods reads 220 cgroups per ListPodSandboxStats. Full reads,
+// for the metrics, still go through the library.
 
 // bufs holds the read buffers of Basic reads: 8 KiB holds memory.stat.
 var bufs = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
@@ -32,6 +32,17 @@ var bufs = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
 func (r *Reader) readBasic(group string, swap bool) (*Cgroup, error) {
 	buf := bufs.Get().(*[]byte)
 	defer bufs.Put(buf)
+	g := r.files.acquire(group)
+	rd := &reader{g: g, buf: *buf}
+	c, err := r.readBasicWith(rd, group, swap)
+	g.release()
+	if rd.gone || errors.Is(err, os.ErrNotExist) {
+		r.files.forget(group)
+	}
+	return c, err
+}
+
+func (r *Reader) readBasicWith(rd *reader, group string, swap bool) (*Cgroup, error) {
 	want := swapNone
 	if swap {
 		want = swapRead
@@ -40,9 +51,9 @@ func (r *Reader) readBasic(group string, swap bool) (*Cgroup, error) {
 		}
 	}
 	if r.Mode == cgroups.Unified {
-		return r.readBasicV2(group, want, *buf)
+		return r.readBasicV2(rd, filepath.Join(r.Root, group), want)
 	}
-	return r.readBasicV1(group, want, *buf)
+	return r.readBasicV1(rd, group, want)
 }
 
 // swapWant is what a Basic read does about swap.
@@ -57,31 +68,24 @@ const (
 // readBasicV1: memory.stat, usage and limit (with memsw when swap is
 // accounted), cpuacct.usage, pids.current, and pressure from the unified
 // hierarchy of a hybrid layout.
-func (r *Reader) readBasicV1(group string, swap swapWant, buf []byte) (*Cgroup, error) {
+func (r *Reader) readBasicV1(rd *reader, group string, swap swapWant) (*Cgroup, error) {
 	c := &Cgroup{Timestamp: time.Now()}
-	mem, err := openDir(filepath.Join(r.Root, "memory", group), buf)
-	if err != nil {
-		return nil, err
-	}
-	defer mem.close()
-	if err := r.readMemoryV1(mem, swap, c); err != nil {
+	if err := r.readMemoryV1(rd, filepath.Join(r.Root, "memory", group), swap, c); err != nil {
 		return nil, err
 	}
 	// The other controllers may lack the group (a runtime that skipped
 	// one): their figures stay 0, as the library's IgnoreNotExist does.
-	c.CPU.UsageNanos, _ = readUintAt(filepath.Join(r.Root, "cpuacct", group), "cpuacct.usage", buf)
-	c.Pids.Current, _ = readUintAt(filepath.Join(r.Root, "pids", group), "pids.current", buf)
+	c.CPU.UsageNanos, _ = readUint(rd, filepath.Join(r.Root, "cpuacct", group, "cpuacct.usage"))
+	c.Pids.Current, _ = readUint(rd, filepath.Join(r.Root, "pids", group, "pids.current"))
 	if r.Mode == cgroups.Hybrid && r.Unified != "" {
-		if d, err := openDir(filepath.Join(r.Unified, group), buf); err == nil {
-			c.CPU.PSI, c.Memory.PSI, c.IO.PSI = readPSIAt(d, "cpu.pressure"), readPSIAt(d, "memory.pressure"), readPSIAt(d, "io.pressure")
-			d.close()
-		}
+		u := filepath.Join(r.Unified, group)
+		c.CPU.PSI, c.Memory.PSI, c.IO.PSI = readPSIIn(rd, u, "cpu.pressure"), readPSIIn(rd, u, "memory.pressure"), readPSIIn(rd, u, "io.pressure")
 	}
 	return c, nil
 }
 
-func (r *Reader) readMemoryV1(mem *cgroupDir, swap swapWant, c *Cgroup) error {
-	b, err := mem.read("memory.stat")
+func (r *Reader) readMemoryV1(rd *reader, dir string, swap swapWant, c *Cgroup) error {
+	b, err := rd.read(dir + "/memory.stat")
 	if err != nil {
 		return err
 	}
@@ -105,10 +109,10 @@ func (r *Reader) readMemoryV1(mem *cgroupDir, swap swapWant, c *Cgroup) error {
 		}
 	})
 	var limit uint64
-	if m.Usage, err = readUintIn(mem, "memory.usage_in_bytes"); err != nil {
+	if m.Usage, err = readUint(rd, dir+"/memory.usage_in_bytes"); err != nil {
 		return err
 	}
-	if limit, err = readUintIn(mem, "memory.limit_in_bytes"); err != nil {
+	if limit, err = readUint(rd, dir+"/memory.limit_in_bytes"); err != nil {
 		return err
 	}
 	m.WorkingSet = workingSet(m.Usage, m.InactiveFile)
@@ -122,8 +126,8 @@ func (r *Reader) readMemoryV1(mem *cgroupDir, swap swapWant, c *Cgroup) error {
 		c.Swap = &Swap{}
 		return nil
 	}
-	usage, err1 := readUintIn(mem, "memory.memsw.usage_in_bytes")
-	swapLimit, err2 := readUintIn(mem, "memory.memsw.limit_in_bytes")
+	usage, err1 := readUint(rd, dir+"/memory.memsw.usage_in_bytes")
+	swapLimit, err2 := readUint(rd, dir+"/memory.memsw.limit_in_bytes")
 	if err := errors.Join(err1, err2); err != nil {
 		return err
 	}
@@ -139,14 +143,9 @@ func (r *Reader) readMemoryV1(mem *cgroupDir, swap swapWant, c *Cgroup) error {
 
 // readBasicV2: cpu.stat, memory.stat, memory.current, memory.max, the swap
 // files where the kernel has them, pids.current and the pressure files.
-func (r *Reader) readBasicV2(group string, swap swapWant, buf []byte) (*Cgroup, error) {
-	d, err := openDir(filepath.Join(r.Root, group), buf)
-	if err != nil {
-		return nil, err
-	}
-	defer d.close()
+func (r *Reader) readBasicV2(rd *reader, dir string, swap swapWant) (*Cgroup, error) {
 	c := &Cgroup{Timestamp: time.Now()}
-	b, err := d.read("cpu.stat")
+	b, err := rd.read(dir + "/cpu.stat")
 	if err != nil {
 		return nil, err
 	}
@@ -160,10 +159,10 @@ func (r *Reader) readBasicV2(group string, swap swapWant, buf []byte) (*Cgroup, 
 			c.CPU.SystemNanos = v * 1000
 		}
 	})
-	c.CPU.PSI = readPSIAt(d, "cpu.pressure")
+	c.CPU.PSI = readPSIIn(rd, dir, "cpu.pressure")
 	// Without the memory controller (a parent that does not delegate it)
 	// the memory figures stay 0, as the library reports them.
-	if b, err := d.read("memory.stat"); err == nil {
+	if b, err := rd.read(dir + "/memory.stat"); err == nil {
 		m := &c.Memory
 		scanKV(b, func(k []byte, v uint64) {
 			switch string(k) {
@@ -183,29 +182,29 @@ func (r *Reader) readBasicV2(group string, swap swapWant, buf []byte) (*Cgroup, 
 				m.InactiveFile = v
 			}
 		})
-		m.Usage, _ = readUintIn(d, "memory.current")
+		m.Usage, _ = readUint(rd, dir+"/memory.current")
 		m.WorkingSet = workingSet(m.Usage, m.InactiveFile)
-		m.Limit, _ = readUintIn(d, "memory.max")
-		m.PSI = readPSIAt(d, "memory.pressure")
+		m.Limit, _ = readUint(rd, dir+"/memory.max")
+		m.PSI = readPSIIn(rd, dir, "memory.pressure")
 		switch swap {
 		case swapRead:
-			if usage, err := readUintIn(d, "memory.swap.current"); err == nil {
-				swapLimit, _ := readUintIn(d, "memory.swap.max")
+			if usage, err := readUint(rd, dir+"/memory.swap.current"); err == nil {
+				swapLimit, _ := readUint(rd, dir+"/memory.swap.max")
 				c.Swap = &Swap{Usage: usage, Limit: swapLimit}
 			}
 		case swapZero:
 			c.Swap = &Swap{}
 		}
 	}
-	c.Pids.Current, _ = readUintIn(d, "pids.current")
-	c.IO.PSI = readPSIAt(d, "io.pressure")
+	c.Pids.Current, _ = readUint(rd, dir+"/pids.current")
+	c.IO.PSI = readPSIIn(rd, dir, "io.pressure")
 	return c, nil
 }
 
-// readUintIn reads a file of d holding one number, or "max", which is 0:
-// no limit.
-func readUintIn(d *cgroupDir, name string) (uint64, error) {
-	b, err := d.read(name)
+// readUint reads a file holding one number, or "max", which is 0: no
+// limit.
+func readUint(rd *reader, path string) (uint64, error) {
+	b, err := rd.read(path)
 	if err != nil {
 		return 0, err
 	}
@@ -215,21 +214,15 @@ func readUintIn(d *cgroupDir, name string) (uint64, error) {
 	}
 	v, err := strconv.ParseUint(string(b), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", d.join(name), err)
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	return v, nil
 }
 
-// readUintAt reads the file name of dir, opened by its whole path: one
-// open for one file.
-func readUintAt(dir, name string, buf []byte) (uint64, error) {
-	return readUintIn(&cgroupDir{fd: unix.AT_FDCWD, buf: buf}, filepath.Join(dir, name))
-}
-
-// readPSIAt reads a pressure file of d; nil when it is absent or
+// readPSIIn reads a pressure file of dir; nil when it is absent or
 // unreadable (see readPSI).
-func readPSIAt(d *cgroupDir, name string) *PSI {
-	b, err := d.read(name)
+func readPSIIn(rd *reader, dir, name string) *PSI {
+	b, err := rd.read(dir + "/" + name)
 	if err != nil {
 		return nil
 	}

@@ -3,6 +3,7 @@ package stats
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,23 +23,67 @@ type Interface struct {
 
 // ReadNetworkOf returns the counters of every interface except "lo" in
 // the network namespace pinned at netnsPath, read through pid, a process
-// in that namespace (the pod's infra): /proc/<pid>/net/dev shows the
-// namespace of its process, which costs a file read instead of two setns
-// calls on a locked thread. The process's namespace is checked against
-// the pin after the read, so what a reused PID showed is never returned;
-// when it does not match, ReadNetwork reads through the pin itself.
-func ReadNetworkOf(pid int, netnsPath string) ([]Interface, error) {
-	if pid > 0 {
-		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/dev")
-		if err == nil && sameFile(netnsPath, "/proc/"+strconv.Itoa(pid)+"/ns/net") {
-			ifs, err := parseNetDev(bytes.NewReader(data))
-			if err != nil {
-				return nil, fmt.Errorf("netns %s: parse net/dev: %w", netnsPath, err)
-			}
-			return withoutLoopback(ifs), nil
+// in that namespace (the pod's infra). /proc/<pid>/net/dev shows the
+// namespace its process had when it was opened: it is opened once, after
+// and before checking that namespace against the pin (so a reused PID is
+// never read), and kept open (rawfile.go) until ForgetNetwork, a pread a
+// call instead of two setns calls on a locked thread. When the process is
+// not in the pinned namespace, ReadNetwork reads through the pin itself.
+func (r *Reader) ReadNetworkOf(pid int, netnsPath string) ([]Interface, error) {
+	if pid <= 0 {
+		return ReadNetwork(netnsPath)
+	}
+	buf := bufs.Get().(*[]byte)
+	defer bufs.Put(buf)
+	g := r.files.acquire(netKey(netnsPath))
+	data, err := readNetDevOf(&reader{g: g, buf: *buf}, pid, netnsPath)
+	g.release()
+	if err != nil {
+		r.ForgetNetwork(netnsPath)
+		return ReadNetwork(netnsPath)
+	}
+	ifs, err := parseNetDev(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: parse net/dev: %w", netnsPath, err)
+	}
+	return withoutLoopback(ifs), nil
+}
+
+// ForgetNetwork closes the file kept open to read the pinned namespace
+// at netnsPath: it holds the namespace, so the pod's stop must close it.
+func (r *Reader) ForgetNetwork(netnsPath string) { r.files.forget(netKey(netnsPath)) }
+
+func netKey(netnsPath string) string { return "netns:" + netnsPath }
+
+// errOtherNetns: pid is not in the pinned namespace.
+var errOtherNetns = errors.New("process not in the pinned network namespace")
+
+// readNetDevOf reads pid's net/dev through rd, opening it (when rd keeps
+// no open copy) only between two checks that pid is in the pinned
+// namespace.
+func readNetDevOf(rd *reader, pid int, netnsPath string) ([]byte, error) {
+	proc := "/proc/" + strconv.Itoa(pid)
+	path, ns := proc+"/net/dev", proc+"/ns/net"
+	if rd.g != nil {
+		if _, ok := rd.g.fds[path]; ok {
+			return rd.read(path)
 		}
 	}
-	return ReadNetwork(netnsPath)
+	if !sameFile(netnsPath, ns) {
+		return nil, errOtherNetns
+	}
+	data, err := rd.read(path)
+	if err != nil {
+		return nil, err
+	}
+	if !sameFile(netnsPath, ns) { // the PID was reused meanwhile
+		if rd.g != nil {
+			unix.Close(rd.g.fds[path])
+			delete(rd.g.fds, path)
+		}
+		return nil, errOtherNetns
+	}
+	return data, nil
 }
 
 // sameFile reports whether a and b are the same inode (for nsfs files,

@@ -150,6 +150,8 @@ type Reader struct {
 	swapV1   bool
 	swap     swapDevices
 	devices  deviceNames
+	// files keeps the files of the cgroups of Basic reads open.
+	files fileCache
 }
 
 // NewReader returns a Reader of this machine's cgroup layout.
@@ -196,6 +198,15 @@ func (r *Reader) Read(cgroupsPath string, detail Detail) (*Cgroup, error) {
 		return nil, fmt.Errorf("cgroup %s: %w", cgroupsPath, err)
 	}
 	return c, nil
+}
+
+// Forget closes the files kept open to read the cgroup at cgroupsPath:
+// its owner (a container, a pod) is gone. Reading it again opens them
+// again.
+func (r *Reader) Forget(cgroupsPath string) {
+	if group, err := groupPath(cgroupsPath); err == nil {
+		r.files.forget(group)
+	}
 }
 
 // unifiedDir is the group's directory in the unified hierarchy of a hybrid

@@ -173,6 +173,27 @@ func TestReadCgroupIntegration(t *testing.T) {
 	if c.Memory.Limit != limit || c.Memory.Available() == 0 || c.Memory.Available()+c.Memory.WorkingSet != limit {
 		t.Errorf("limit %d, available %d with working set %d, want %d in total", c.Memory.Limit, c.Memory.Available(), c.Memory.WorkingSet, limit)
 	}
+
+	// The files kept open do not keep the cgroup from being removed; the
+	// next read says it is gone and closes them.
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	for _, d := range dirs {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if err := os.Remove(d); err == nil || time.Now().After(deadline) {
+				if err != nil {
+					t.Fatalf("remove %s with its files open: %v", d, err)
+				}
+				break
+			}
+		}
+	}
+	if _, err := ReadCgroup("/" + name); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after removal: %v, want os.ErrNotExist", err)
+	}
+	if Host().files.groups["/"+name] != nil {
+		t.Error("the files of a removed cgroup are still kept")
+	}
 }
 
 // swapAccounting reports whether the memory controller accounts swap.
@@ -279,8 +300,8 @@ func TestReadNetworkIntegration(t *testing.T) {
 			break // nsenter has switched to the pod's namespace
 		}
 	}
-	for _, pid := range []int{sleeper.Process.Pid, os.Getpid()} {
-		ifs, err := ReadNetworkOf(pid, pin)
+	for _, pid := range []int{sleeper.Process.Pid, sleeper.Process.Pid, os.Getpid()} {
+		ifs, err := Host().ReadNetworkOf(pid, pin)
 		var got []string
 		for _, i := range ifs {
 			got = append(got, i.Name)
@@ -288,6 +309,11 @@ func TestReadNetworkIntegration(t *testing.T) {
 		slices.Sort(got)
 		if err != nil || !slices.Equal(got, []string{"a0", "a1"}) {
 			t.Errorf("ReadNetworkOf(%d) = %v, %v; want [a0 a1]", pid, got, err)
+		}
+		// The sleeper's net/dev is kept open; the other process's is not
+		// (read through the pin), and drops it.
+		if kept, want := Host().files.size(), map[bool]int{true: 1, false: 0}[pid == sleeper.Process.Pid]; kept != want {
+			t.Errorf("after ReadNetworkOf(%d): %d files kept, want %d", pid, kept, want)
 		}
 	}
 
