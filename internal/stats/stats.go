@@ -139,8 +139,8 @@ type Reader struct {
 	// mounted.
 	Root string
 	// Unified is the cgroup2 mount of a hybrid layout. It holds no
-	// controller, but runc places its containers there too, and the kernel
-	// keeps their pressure files: PSI comes from there.
+	// controller, but runc and crun place their containers there too, and
+	// the kernel keeps their pressure files: PSI comes from there.
 	Unified string
 	// Proc is procfs, for the names of block devices.
 	Proc string
@@ -210,8 +210,8 @@ func (r *Reader) Forget(cgroupsPath string) {
 }
 
 // unifiedDir is the group's directory in the unified hierarchy of a hybrid
-// layout, or "" when the group has none there (crun, unlike runc, does not
-// create one).
+// layout, or "" when the group has none there (a runtime that does not
+// place its containers there; runc 1.1 and crun 1.8 both do).
 func (r *Reader) unifiedDir(group string) string {
 	if r.Mode != cgroups.Hybrid || r.Unified == "" {
 		return ""

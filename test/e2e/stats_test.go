@@ -24,9 +24,9 @@ var requiredMetrics = []string{
 var cadvisorLabels = []string{"container", "id", "image", "name", "namespace", "pod"}
 
 // pressureExpected reports whether the kernel offers pressure for a
-// container of handler: with cgroup v2, or on a hybrid layout in the
-// unified hierarchy, where runc (not crun) also places its containers.
-func pressureExpected(handler string) bool {
+// container: with cgroup v2, or on a hybrid layout in the unified
+// hierarchy, where runc and crun also place their containers.
+func pressureExpected() bool {
 	if _, err := os.Stat("/proc/pressure/cpu"); err != nil {
 		return false
 	}
@@ -35,7 +35,7 @@ func pressureExpected(handler string) bool {
 		return true
 	}
 	_, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs")
-	return err == nil && handler == "runc"
+	return err == nil
 }
 
 // The stats and metrics of a pod, through CRI, with runc and crun: swap,
@@ -114,7 +114,7 @@ func checkContainerStats(t *testing.T, handler string, cs *runtimeapi.ContainerS
 	if cs.GetSwap() == nil || cs.GetSwap().GetSwapUsageBytes() == nil {
 		t.Errorf("no swap: %v", cs.GetSwap())
 	}
-	if pressureExpected(handler) {
+	if pressureExpected() {
 		if cs.GetCpu().GetPsi() == nil || cs.GetMemory().GetPsi() == nil || cs.GetIo().GetPsi() == nil {
 			t.Errorf("%s: pressure: cpu %v memory %v io %v", handler, cs.GetCpu().GetPsi(), cs.GetMemory().GetPsi(), cs.GetIo())
 		}
@@ -139,7 +139,7 @@ func checkPodStats(t *testing.T, handler string, ps *runtimeapi.PodSandboxStats)
 	if l.GetNetwork().GetDefaultInterface().GetName() != "eth0" || len(l.GetContainers()) != 1 {
 		t.Errorf("pod network %v, %d containers", l.GetNetwork(), len(l.GetContainers()))
 	}
-	if pressureExpected(handler) && (l.GetCpu().GetPsi() == nil || l.GetMemory().GetPsi() == nil || l.GetIo().GetPsi() == nil) {
+	if pressureExpected() && (l.GetCpu().GetPsi() == nil || l.GetMemory().GetPsi() == nil || l.GetIo().GetPsi() == nil) {
 		t.Errorf("%s: pod pressure: cpu %v memory %v io %v", handler, l.GetCpu().GetPsi(), l.GetMemory().GetPsi(), l.GetIo())
 	}
 }
