@@ -123,7 +123,9 @@ func TestReadCgroupIntegration(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Read: %v", err)
 		}
-		if c.Pids.Current >= 1 && c.Memory.Usage > 0 && c.CPU.UsageNanos > 0 || time.Now().After(deadline) {
+		// User and system time come in clock ticks (10 ms): wait for the
+		// busy loop to use a few.
+		if c.Pids.Current >= 1 && c.Memory.Usage > 0 && c.CPU.UserNanos+c.CPU.SystemNanos > 0 || time.Now().After(deadline) {
 			break
 		}
 	}
