@@ -117,7 +117,7 @@ func memoryInUse(cgroupsPath string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return cg.MemoryWorkingSetBytes, nil
+	return cg.Memory.WorkingSet, nil
 }
 func mergeResources(cur, r *runtimeapi.LinuxContainerResources) {
 	if r.CpuPeriod != 0 {
