@@ -80,7 +80,7 @@ func (s *RuntimeServer) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxSt
 }
 
 // StreamPodSandboxMetrics is ListPodSandboxMetrics in chunks: it answers
-// what that call answers, Unimplemented included while husk serves none.
+// what that call answers.
 func (s *RuntimeServer) StreamPodSandboxMetrics(_ *runtimeapi.StreamPodSandboxMetricsRequest, stream runtimeapi.RuntimeService_StreamPodSandboxMetricsServer) error {
 	resp, err := s.ListPodSandboxMetrics(stream.Context(), &runtimeapi.ListPodSandboxMetricsRequest{})
 	if err != nil {
