@@ -185,35 +185,3 @@ func hasCapSysResource() bool {
 	}
 	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0
 }
-
-func readBootID() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	return strings.TrimSpace(string(b))
-}
-
-// processStart returns the start time of pid in clock ticks after boot
-// (field 22 of /proc/PID/stat): with the boot ID, it tells a live infra
-// from a later process that got the same PID. A process that exited and
-// is not reaped yet (an infra killed while huskd was down waits for its
-// new parent) is errProcessGone: it must not pass for alive.
-func processStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// The command name may hold spaces and parentheses: fields start after
-	// the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	// fields[0] is field 3 (state); start time is field 22.
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(fields))
-	}
-	if fields[0] == "Z" || fields[0] == "X" {
-		return 0, fmt.Errorf("process %d has exited: %w", pid, errProcessGone)
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
-}

@@ -1,15 +1,10 @@
 package sandbox
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -40,34 +35,6 @@ func TestResolvConf(t *testing.T) {
 		if string(got) != tt.want {
 			t.Errorf("%s: resolvConf = %q, want %q", tt.name, got, tt.want)
 		}
-	}
-}
-
-func TestProcessStart(t *testing.T) {
-	a, err := processStart(os.Getpid())
-	if err != nil || a == 0 {
-		t.Fatalf("processStart(self) = %d, %v", a, err)
-	}
-	if _, err := processStart(1 << 30); err == nil {
-		t.Error("processStart of a PID that cannot exist succeeded")
-	}
-	// A child that exited and is not reaped yet is gone, not alive.
-	cmd := exec.Command("true")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Wait() }()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
-		if i := bytes.LastIndexByte(b, ')'); i > 0 && bytes.HasPrefix(b[i+1:], []byte(" Z")) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("child did not become a zombie")
-		}
-	}
-	if _, err := processStart(cmd.Process.Pid); !errors.Is(err, errProcessGone) {
-		t.Errorf("processStart(zombie) = %v, want errProcessGone", err)
 	}
 }
 

@@ -41,6 +41,7 @@ import (
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
+	"github.com/huskrt/husk/internal/proc"
 	"github.com/huskrt/husk/internal/store"
 )
 
@@ -120,7 +121,7 @@ type Sandbox struct {
 	removed bool
 
 	// infra watches the infra process; nil when none is watched.
-	infra *watchedProcess
+	infra *proc.Process
 
 	// snapshot is the last persisted copy of rec for readers (status,
 	// list) that must not wait behind a slow operation holding mu.
@@ -173,7 +174,7 @@ type Manager struct {
 	rootfs      string
 	oomScoreAdj int
 	bootID      string
-	watcher     *watcher
+	watcher     *proc.Watcher
 	index       *lifecycle.Index[*Sandbox]
 	records     lifecycle.Records[Record]
 }
@@ -208,8 +209,8 @@ func New(opts Options) (*Manager, error) {
 	}
 	m.rootfs = rootfs
 	m.oomScoreAdj = clampOOMScoreAdj(opts.InfraOOMScoreAdj, m.log)
-	m.bootID = readBootID()
-	w, err := newWatcher(m.log)
+	m.bootID = proc.BootID()
+	w, err := proc.NewWatcher(m.log)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +219,7 @@ func New(opts Options) (*Manager, error) {
 }
 
 // Close stops the watcher. Running pods are left alone.
-func (m *Manager) Close() error { return m.watcher.close() }
+func (m *Manager) Close() error { return m.watcher.Close() }
 
 // ID returns the full ID of the sandbox id names (in full or by a unique
 // prefix), whatever its state: NotFound when none does. The handlers use it

@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/oci"
+	"github.com/huskrt/husk/internal/proc"
 )
 
 // Recover loads every sandbox record after a (re)start and reconciles it
@@ -107,9 +108,9 @@ func (m *Manager) watchAgainLocked(sb *Sandbox, log *slog.Logger) {
 		log.Warn("infra process gone while huskd was down: sandbox NOTREADY", "pid", r.InfraPID)
 		return
 	}
-	p, err := m.watcher.watch(r.InfraPID, func() { m.infraExited(sb) })
+	p, err := m.watcher.Watch(infraIdentity(r), func(proc.Exit) { m.infraExited(sb) })
 	if err != nil {
-		if !errors.Is(err, errProcessGone) {
+		if !errors.Is(err, proc.ErrGone) {
 			log.Error("watch infra", "error", err)
 		}
 		r.State = StateNotReady
@@ -144,11 +145,12 @@ func (m *Manager) deleteUnknownContainers(ctx context.Context, known func(string
 // infraAlive tells whether the recorded infra process still runs: same boot,
 // same PID, same start time.
 func (m *Manager) infraAlive(r *Record) bool {
-	if r.InfraPID <= 0 || r.BootID != m.bootID {
-		return false
-	}
-	start, err := processStart(r.InfraPID)
-	return err == nil && start == r.InfraStart
+	return r.BootID == m.bootID && proc.Alive(infraIdentity(r))
+}
+
+// infraIdentity names the recorded infra process.
+func infraIdentity(r *Record) proc.Identity {
+	return proc.Identity{PID: r.InfraPID, Start: r.InfraStart, BootID: r.BootID}
 }
 
 // removeStrayDirs removes sandbox dirs with no record (left by a crash

@@ -21,6 +21,7 @@ import (
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
+	"github.com/huskrt/husk/internal/proc"
 )
 
 // stepTimeout bounds one runtime or CNI step that runs detached from the
@@ -324,7 +325,7 @@ func (m *Manager) attach(ctx context.Context, sb *Sandbox) <-chan addResult {
 // exited.
 func (m *Manager) markReady(sb *Sandbox) error {
 	select {
-	case <-sb.infra.exited:
+	case <-sb.infra.Done():
 		return fmt.Errorf("infra process %d exited during start", sb.rec.InfraPID)
 	default:
 	}
@@ -361,12 +362,12 @@ func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Ru
 		return fmt.Errorf("start infra with handler %s: %w", rec.Handler, err)
 	}
 	rec.InfraPID = pid
-	start, err := processStart(pid)
+	id, err := proc.Self(pid)
 	if err != nil {
 		return fmt.Errorf("infra process %d: %w", pid, err)
 	}
-	rec.InfraStart = start
-	p, err := m.watcher.watch(pid, func() { m.infraExited(sb) })
+	rec.InfraStart = id.Start
+	p, err := m.watcher.Watch(id, func(proc.Exit) { m.infraExited(sb) })
 	if err != nil {
 		return fmt.Errorf("infra process %d: %w", pid, err)
 	}

@@ -161,12 +161,12 @@ func (m *Manager) killInfra(ctx context.Context, sb *Sandbox) error {
 	if sb.infra == nil {
 		return nil
 	}
-	if err := sb.infra.signal(unix.SIGKILL); err != nil {
+	if err := sb.infra.Signal(unix.SIGKILL); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, infraKillTimeout)
 	defer cancel()
-	return sb.infra.wait(ctx)
+	return sb.infra.Wait(ctx)
 }
 
 // deleteInfra deletes the infra container from its runtime.
