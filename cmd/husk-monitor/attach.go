@@ -72,12 +72,12 @@ func (c *container) closeAttachments() {
 func (m *monitor) attach(conn *net.UnixConn, r io.Reader, id string) {
 	c := m.get(id)
 	if c == nil {
-		_ = json.NewEncoder(conn).Encode(&proto.Response{Error: fmt.Sprintf("container %s: %v", id, errUnknown)})
+		_ = json.NewEncoder(conn).Encode(unknown(id))
 		return
 	}
 	select {
 	case <-c.exited:
-		_ = json.NewEncoder(conn).Encode(&proto.Response{Error: fmt.Sprintf("container %s has exited", id)})
+		_ = json.NewEncoder(conn).Encode(failWith(proto.CodeFailedPrecondition, fmt.Errorf("container %s has exited", id)))
 		return
 	default:
 	}

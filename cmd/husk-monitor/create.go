@@ -64,12 +64,12 @@ func (m *monitor) create(cr *proto.Create) (int, error) {
 // checkCreate refuses an incomplete request and a second create of one ID.
 func (m *monitor) checkCreate(cr *proto.Create) error {
 	if cr == nil || cr.ID == "" || cr.Bundle == "" || cr.LogPath == "" || cr.ExitFile == "" {
-		return fmt.Errorf("create: incomplete request")
+		return &coded{proto.CodeInvalidArgument, fmt.Errorf("create: incomplete request")}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.containers[cr.ID]; ok {
-		return fmt.Errorf("container %s: already created", cr.ID)
+		return &coded{proto.CodeAlreadyExists, fmt.Errorf("container %s: already created", cr.ID)}
 	}
 	return nil
 }

@@ -189,7 +189,6 @@ func (m *monitor) serve(c *net.UnixConn, sock string) {
 }
 
 func (m *monitor) handle(req *proto.Request) *proto.Response {
-	fail := func(err error) *proto.Response { return &proto.Response{Error: err.Error()} }
 	switch req.Op {
 	case proto.OpPing:
 		return &proto.Response{}
@@ -202,7 +201,7 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 	case proto.OpWait:
 		c := m.get(req.ID)
 		if c == nil {
-			return fail(fmt.Errorf("container %s: %w", req.ID, errUnknown))
+			return unknown(req.ID)
 		}
 		<-c.exited
 		e := c.exit
@@ -210,7 +209,7 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 	case proto.OpReopen:
 		c := m.get(req.ID)
 		if c == nil {
-			return fail(fmt.Errorf("container %s: %w", req.ID, errUnknown))
+			return unknown(req.ID)
 		}
 		if err := c.log.Reopen(); err != nil {
 			return fail(fmt.Errorf("container %s: reopen log: %w", req.ID, err))
@@ -225,7 +224,7 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 			select {
 			case <-c.exited:
 			default:
-				return fail(fmt.Errorf("container %s: still running", req.ID))
+				return failWith(proto.CodeFailedPrecondition, fmt.Errorf("container %s: still running", req.ID))
 			}
 			c.releaseStdin()
 		}
@@ -237,15 +236,41 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 			select {
 			case <-c.exited:
 			default:
-				return fail(fmt.Errorf("container %s: still running", id))
+				return failWith(proto.CodeFailedPrecondition, fmt.Errorf("container %s: still running", id))
 			}
 		}
 		return &proto.Response{}
 	}
-	return fail(fmt.Errorf("unknown op %q", req.Op))
+	return failWith(proto.CodeInvalidArgument, fmt.Errorf("unknown op %q", req.Op))
 }
 
-var errUnknown = errors.New("not known to this monitor")
+// coded is a failure with the code that classifies it for huskd.
+type coded struct {
+	code proto.Code
+	err  error
+}
+
+func (c *coded) Error() string { return c.err.Error() }
+func (c *coded) Unwrap() error { return c.err }
+
+// fail answers a failed request, with the code err carries (none: any
+// other failure).
+func fail(err error) *proto.Response {
+	var c *coded
+	if errors.As(err, &c) {
+		return &proto.Response{Error: err.Error(), Code: c.code}
+	}
+	return &proto.Response{Error: err.Error()}
+}
+
+func failWith(code proto.Code, err error) *proto.Response {
+	return &proto.Response{Error: err.Error(), Code: code}
+}
+
+// unknown answers a request about a container this monitor does not know.
+func unknown(id string) *proto.Response {
+	return failWith(proto.CodeNotFound, fmt.Errorf("container %s: not known to this monitor", id))
+}
 
 func (m *monitor) get(id string) *container {
 	m.mu.Lock()

@@ -352,7 +352,7 @@ func (m *Manager) releaseLocked(c *Container) error {
 	}
 	if rec.State != StateCreating {
 		mon := m.monitorClient(rec.SandboxID)
-		if err := mon.Forget(ctx, rec.ID); err != nil && !errorsIsGoneOrUnknown(err) {
+		if err := mon.Forget(ctx, rec.ID); err != nil && !goneOrUnknown(err) {
 			errs = append(errs, fmt.Errorf("monitor: %w", err))
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/monitor"
 	mproto "github.com/huskrt/husk/internal/monitor/proto"
+	"github.com/huskrt/husk/internal/ociruntime"
 )
 
 // Start starts a created container.
@@ -196,12 +197,10 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 	}
 }
 
-// exitedErr recognises a kill of a container whose process is gone.
+// exitedErr recognises a kill of a container whose process is gone: it
+// stopped, or it was deleted from the runtime once it exited.
 func exitedErr(err error) bool {
-	s := strings.ToLower(err.Error())
-	return strings.Contains(s, "not running") || strings.Contains(s, "process already finished") ||
-		strings.Contains(s, "does not exist") || strings.Contains(s, "no such process") ||
-		strings.Contains(s, "no such file or directory") // crun, once the container was deleted
+	return errors.Is(err, ociruntime.ErrNotRunning) || errors.Is(err, ociruntime.ErrNotExist)
 }
 
 // Remove removes a container, killing it first when it runs. Removing an
@@ -268,6 +267,8 @@ func (m *Manager) monitorClient(sandboxID string) *monitor.Client {
 	return monitor.For(m.monitorDir(sandboxID))
 }
 
-func errorsIsGoneOrUnknown(err error) bool {
-	return errors.Is(err, monitor.ErrGone) || strings.Contains(err.Error(), "not known to this monitor")
+// goneOrUnknown tells a monitor that is gone, or that does not know the
+// container (a monitor started after the one that created it was killed).
+func goneOrUnknown(err error) bool {
+	return errors.Is(err, monitor.ErrGone) || errdefs.IsNotFound(err)
 }

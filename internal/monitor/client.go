@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 
 	"github.com/huskrt/husk/internal/monitor/proto"
@@ -25,6 +26,36 @@ import (
 // ErrGone means no monitor answers in the directory: it was never started,
 // exited, or was killed.
 var ErrGone = errors.New("monitor not running")
+
+// Error is a monitor's answer to a request that failed. It unwraps to the
+// errdefs class of its code (errdefs.ErrNotFound for a container the
+// monitor does not know), so callers test the class, never the message.
+type Error struct {
+	Op   string
+	Code proto.Code
+	Msg  string
+}
+
+func (e *Error) Error() string { return "monitor " + e.Op + ": " + e.Msg }
+
+// Unwrap is the errdefs class of the code; nil for the empty code.
+func (e *Error) Unwrap() error { return codeClass[e.Code] }
+
+// codeClass maps the protocol's codes to errdefs classes.
+var codeClass = map[proto.Code]error{
+	proto.CodeNotFound:           errdefs.ErrNotFound,
+	proto.CodeAlreadyExists:      errdefs.ErrAlreadyExists,
+	proto.CodeFailedPrecondition: errdefs.ErrFailedPrecondition,
+	proto.CodeInvalidArgument:    errdefs.ErrInvalidArgument,
+}
+
+// responseError is the error of a failed answer; nil when it succeeded.
+func responseError(op string, resp *proto.Response) error {
+	if resp.Error == "" {
+		return nil
+	}
+	return &Error{Op: op, Code: resp.Code, Msg: resp.Error}
+}
 
 // Client talks to the monitor in one directory.
 type Client struct {
@@ -109,8 +140,8 @@ func (c *Client) call(ctx context.Context, req *proto.Request) (*proto.Response,
 		// The monitor died with the request open.
 		return nil, fmt.Errorf("monitor %s: %w: %w", req.Op, ErrGone, err)
 	}
-	if resp.Error != "" {
-		return nil, errors.New(resp.Error)
+	if err := responseError(req.Op, &resp); err != nil {
+		return nil, err
 	}
 	return &resp, nil
 }
@@ -204,8 +235,8 @@ func (c *Client) Attach(ctx context.Context, id string, in io.Reader, out, errOu
 	if err := dec.Decode(&resp); err != nil {
 		return fmt.Errorf("monitor attach: %w: %w", ErrGone, err)
 	}
-	if resp.Error != "" {
-		return errors.New(resp.Error)
+	if err := responseError(proto.OpAttach, &resp); err != nil {
+		return err
 	}
 	var wmu sync.Mutex
 	send := func(kind byte, p []byte) error {

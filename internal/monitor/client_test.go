@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 
 	"github.com/huskrt/husk/internal/monitor/proto"
@@ -87,4 +90,58 @@ func serveAttach(l net.Listener, n int) error {
 		}
 	}
 	return nil
+}
+
+// A real husk-monitor answers each kind of failure with its code, which
+// the client turns into the errdefs class: huskd never reads the words.
+func TestMonitorErrorCodes(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "husk-monitor")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/huskrt/husk/cmd/husk-monitor").CombinedOutput(); err != nil {
+		t.Fatalf("build husk-monitor: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := Ensure(ctx, bin, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := c.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	}()
+	tests := []struct {
+		name  string
+		call  func() error
+		class func(error) bool
+	}{
+		{"wait for an unknown container", func() error { _, err := c.Wait(ctx, "nosuch"); return err }, errdefs.IsNotFound},
+		{"reopen an unknown container's log", func() error { return c.Reopen(ctx, "nosuch") }, errdefs.IsNotFound},
+		{"attach to an unknown container", func() error { return c.Attach(ctx, "nosuch", nil, io.Discard, nil, nil) }, errdefs.IsNotFound},
+		{"an incomplete create", func() error { _, err := c.Create(ctx, &proto.Create{ID: "x"}); return err }, errdefs.IsInvalidArgument},
+		{"an unknown operation", func() error { _, err := c.call(ctx, &proto.Request{Op: "nosuch"}); return err }, errdefs.IsInvalidArgument},
+	}
+	for _, tt := range tests {
+		err := tt.call()
+		var merr *Error
+		if !tt.class(err) || !errors.As(err, &merr) || merr.Msg == "" {
+			t.Errorf("%s: %v (%T), want a *monitor.Error of its class", tt.name, err, err)
+		}
+	}
+	// Forgetting what the monitor does not know succeeds.
+	if err := c.Forget(ctx, "nosuch"); err != nil {
+		t.Errorf("forget of an unknown container: %v", err)
+	}
+}
+
+// An answer without a code (a monitor older than the codes, or a failure
+// of no class) is an error of no class.
+func TestResponseErrorWithoutCode(t *testing.T) {
+	err := responseError(proto.OpCreate, &proto.Response{Error: "runtime create failed"})
+	if err == nil || errdefs.IsNotFound(err) || errdefs.IsInvalidArgument(err) || err.Error() != "monitor create: runtime create failed" {
+		t.Errorf("responseError = %v", err)
+	}
+	if err := responseError(proto.OpPing, &proto.Response{}); err != nil {
+		t.Errorf("a success = %v", err)
+	}
 }

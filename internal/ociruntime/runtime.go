@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -47,24 +48,6 @@ func New(handler, path, root string, systemdCgroup bool) (*Runtime, error) {
 	r.RecursiveReadOnly = r.SupportsMountOption(ctx, "rro")
 	return r, nil
 }
-
-// Error is a failed runtime invocation with what it printed.
-type Error struct {
-	Op     string
-	ID     string
-	Err    error
-	Output string
-}
-
-func (e *Error) Error() string {
-	msg := fmt.Sprintf("%s %s: %v", e.Op, e.ID, e.Err)
-	if e.Output != "" {
-		msg += ": " + e.Output
-	}
-	return msg
-}
-
-func (e *Error) Unwrap() error { return e.Err }
 
 func (r *Runtime) args(sub ...string) []string {
 	a := make([]string, 0, len(sub)+4)
@@ -110,12 +93,8 @@ func (r *Runtime) Run(ctx context.Context, id, bundle, logPath string) (int, err
 // Delete removes container id's runtime state and cgroup, killing what is
 // left of it. A container the runtime does not know is already deleted.
 func (r *Runtime) Delete(ctx context.Context, id string) error {
-	out, err := r.exec(ctx, "delete", "--force", id)
-	if err != nil {
-		if notExist(out) {
-			return nil
-		}
-		return &Error{Op: "delete", ID: id, Err: err, Output: out}
+	if err := r.run(ctx, "delete", id, "delete", "--force", id); err != nil && !errors.Is(err, ErrNotExist) {
+		return err
 	}
 	return nil
 }
@@ -130,11 +109,14 @@ func (r *Runtime) exec(ctx context.Context, sub ...string) (string, error) {
 	return strings.TrimSpace(out.String()), err
 }
 
-// notExist recognises runc's and crun's "no such container" messages.
-func notExist(out string) bool {
-	o := strings.ToLower(out)
-	return strings.Contains(o, "does not exist") || strings.Contains(o, "not found") ||
-		strings.Contains(o, "no such file or directory")
+// run runs a runtime command about container id; a failure is an *Error
+// of the kind its output says (classify).
+func (r *Runtime) run(ctx context.Context, op, id string, sub ...string) error {
+	out, err := r.exec(ctx, sub...)
+	if err != nil {
+		return &Error{Op: op, ID: id, Err: err, Output: out, Kind: r.classify(id, out)}
+	}
+	return nil
 }
 
 // tail returns the last lines of a runtime log, enough to say why it failed.
@@ -153,26 +135,38 @@ func tail(path string) string {
 
 // Start starts a created container (it waits at the runtime's exec fifo).
 func (r *Runtime) Start(ctx context.Context, id string) error {
-	if out, err := r.exec(ctx, "start", id); err != nil {
-		return &Error{Op: "start", ID: id, Err: err, Output: out}
-	}
-	return nil
+	return r.run(ctx, "start", id, "start", id)
 }
 
 // Kill sends sig to the container's init.
 func (r *Runtime) Kill(ctx context.Context, id string, sig syscall.Signal) error {
-	if out, err := r.exec(ctx, "kill", id, strconv.Itoa(int(sig))); err != nil {
-		return &Error{Op: "kill", ID: id, Err: err, Output: out}
+	return r.run(ctx, "kill", id, "kill", id, strconv.Itoa(int(sig)))
+}
+
+// State is what the runtime says of a container: its status ("created",
+// "running", "stopped", "paused") and its init's PID.
+type State struct {
+	Status string `json:"status"`
+	PID    int    `json:"pid"`
+}
+
+// State asks the runtime for the container's state; ErrNotExist when it
+// has none.
+func (r *Runtime) State(ctx context.Context, id string) (State, error) {
+	var st State
+	out, err := r.exec(ctx, "state", id)
+	if err != nil {
+		return st, &Error{Op: "state", ID: id, Err: err, Output: out, Kind: r.classify(id, out)}
 	}
-	return nil
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return st, &Error{Op: "state", ID: id, Err: fmt.Errorf("decode: %w", err), Output: out}
+	}
+	return st, nil
 }
 
 // Update applies new resources (an OCI LinuxResources JSON file).
 func (r *Runtime) Update(ctx context.Context, id, resourcesFile string) error {
-	if out, err := r.exec(ctx, "update", "--resources", resourcesFile, id); err != nil {
-		return &Error{Op: "update", ID: id, Err: err, Output: out}
-	}
-	return nil
+	return r.run(ctx, "update", id, "update", "--resources", resourcesFile, id)
 }
 
 // ExecCommand returns the command that runs the process described in

@@ -69,9 +69,29 @@ type Exit struct {
 	At int64 `json:"at"`
 }
 
-// Response answers a Request; Error is set when it failed.
+// Response answers a Request; Error is set when it failed, with the Code
+// that classifies the failure.
 type Response struct {
 	Error string `json:"error,omitempty"`
+	Code  Code   `json:"code,omitempty"`
 	PID   int    `json:"pid,omitempty"`
 	Exit  *Exit  `json:"exit,omitempty"`
 }
+
+// Code classifies a failed request, so that huskd acts on what failed,
+// never on the words of the message. The empty code is any other failure
+// (the runtime's create failed, an I/O error).
+type Code string
+
+const (
+	// CodeNotFound: the monitor does not know the container (it never
+	// created it, forgot it, or is not the monitor that created it).
+	CodeNotFound Code = "not_found"
+	// CodeAlreadyExists: a create of an ID the monitor already created.
+	CodeAlreadyExists Code = "already_exists"
+	// CodeFailedPrecondition: the container is in the wrong state (forget
+	// or shutdown while it runs, attach once it exited).
+	CodeFailedPrecondition Code = "failed_precondition"
+	// CodeInvalidArgument: an incomplete request or an unknown operation.
+	CodeInvalidArgument Code = "invalid_argument"
+)
