@@ -2,10 +2,18 @@ package container
 
 import (
 	"bufio"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/proc"
 	"github.com/huskrt/husk/internal/stats"
 )
 
@@ -42,4 +50,128 @@ func readKey(path, key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// deleteRuntime deletes the container from its runtime, which kills what
+// is left of it, and waits until no process is left in its cgroup. The
+// runtime kills the processes besides the init (a container that shares
+// the node's or the pod's PID namespace keeps them when its init exits)
+// but does not wait for them; one that takes its time to die (in
+// uninterruptible I/O, or freeing a large memory) would otherwise outlive
+// RemovePodSandbox in the pod's network namespace (issue 11, item 10).
+func (m *Manager) deleteRuntime(ctx context.Context, rec *Record) error {
+	rt, err := m.opts.Runtimes.Get(rec.Handler)
+	if err != nil {
+		return err
+	}
+	if err := rt.Delete(ctx, rec.ID); err != nil {
+		return err
+	}
+	if err := emptyCgroup(ctx, rec.CgroupsPath); err != nil {
+		return fmt.Errorf("container %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// cgroupRoot is where the cgroup hierarchies are mounted.
+const cgroupRoot = "/sys/fs/cgroup"
+
+// emptyCgroup kills every process left in the cgroup (in every hierarchy
+// where it exists, its sub-cgroups included), waits until none is left,
+// then removes the cgroup's directories the runtime could not remove
+// while they were in use.
+func emptyCgroup(ctx context.Context, cgroupsPath string) error {
+	rel, err := stats.GroupPath(cgroupsPath)
+	if err != nil || rel == "/" {
+		return nil // no cgroup of its own to wait for
+	}
+	dirs := cgroupDirs(rel)
+	for {
+		left := cgroupProcs(dirs)
+		if len(left) == 0 {
+			break
+		}
+		for _, pid := range left {
+			killInCgroup(pid, rel)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("processes %v still in cgroup %s: %w", left, rel, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := unix.Rmdir(dirs[i]); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove cgroup %s: %w", dirs[i], err)
+		}
+	}
+	return nil
+}
+
+// cgroupDirs lists the cgroup's directories and their sub-cgroups in
+// every hierarchy (v1 controllers, the v2 or hybrid unified one), parents
+// before children.
+func cgroupDirs(rel string) []string {
+	mounts, _ := filepath.Glob(filepath.Join(cgroupRoot, "*"))
+	mounts = append(mounts, cgroupRoot)
+	var dirs []string
+	for _, mnt := range mounts {
+		base := filepath.Join(mnt, rel)
+		if _, err := os.Stat(filepath.Join(base, "cgroup.procs")); err != nil {
+			continue
+		}
+		_ = filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+	}
+	return dirs
+}
+
+// cgroupProcs lists the live processes in dirs; zombies have left every
+// namespace already and wait only for their parent.
+func cgroupProcs(dirs []string) []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil || seen[pid] {
+				continue
+			}
+			seen[pid] = true
+			if _, err := proc.StartTime(pid); err == nil {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// killInCgroup SIGKILLs pid through a pidfd, once the pidfd is known to
+// hold a process of the cgroup rel: a PID read from cgroup.procs may name
+// another process by now.
+func killInCgroup(pid int, rel string) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// hierarchy-ID:controllers:path
+		if f := strings.SplitN(line, ":", 3); len(f) == 3 && (f[2] == rel || strings.HasPrefix(f[2], rel+"/")) {
+			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			return
+		}
+	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
+	"github.com/huskrt/husk/internal/proc"
 )
 
 // Name is the reserved name of a container, as containerd spells it:
@@ -225,7 +226,7 @@ func (m *Manager) newContainer(req *createRequest) (*Container, error) {
 	c.rec = Record{
 		ID: id, Name: Name(cfg, sb.Config), SandboxID: sb.ID, Config: raw,
 		ImageID: req.image.ID, ImageName: imageName(cfg.GetImage().GetImage(), req.image.RepoTags), Layers: req.image.Layers,
-		Handler: sb.Handler, State: StateCreating, CreatedAt: time.Now().UnixNano(),
+		Handler: sb.Handler, State: StateCreating, CreatedAt: time.Now().UnixNano(), BootID: m.bootID,
 		Resources: res, StopSignal: stopSignalName(cfg, req.imageConfig.StopSignal), CgroupsPath: cgroups,
 		LogPath: logPath(sb.Config.GetLogDirectory(), cfg.GetLogPath()),
 	}
@@ -316,6 +317,11 @@ func (m *Manager) runtimeCreate(ctx context.Context, c *Container, mon *monitor.
 		return fmt.Errorf("create with handler %s: %w", rec.Handler, err)
 	}
 	rec.PID = pid
+	// The init waits at the runtime's exec fifo, a child of the monitor:
+	// its PID names it until the monitor reaps it.
+	if start, err := proc.StartTime(pid); err == nil {
+		rec.PIDStart = start
+	}
 	return nil
 }
 
@@ -340,11 +346,7 @@ func (m *Manager) releaseLocked(c *Container) error {
 	defer cancel()
 	var errs []error
 	if rec.RuntimeCreated {
-		rt, err := m.opts.Runtimes.Get(rec.Handler)
-		if err == nil {
-			err = rt.Delete(ctx, rec.ID)
-		}
-		if err != nil {
+		if err := m.deleteRuntime(ctx, rec); err != nil {
 			errs = append(errs, fmt.Errorf("delete runtime container: %w", err))
 		} else {
 			rec.RuntimeCreated = false

@@ -10,13 +10,11 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/monitor"
-	mproto "github.com/huskrt/husk/internal/monitor/proto"
 	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/proc"
 )
 
 // Start starts a created container.
@@ -51,96 +49,6 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	return nil
 }
 
-// waitExit follows a container until the monitor reports its exit, then
-// records it.
-func (m *Manager) waitExit(c *Container, monitorDir string) {
-	id := c.view().ID
-	mon := monitor.For(monitorDir)
-	var exit *mproto.Exit
-	for {
-		e, err := mon.Wait(context.Background(), id)
-		if err == nil {
-			exit = e
-			break
-		}
-		// The monitor is gone (killed, or it never knew the container
-		// after a node crash): its exit file, if any, says how it ended.
-		if e, ok, _ := monitor.ReadExit(m.exitFile(id)); ok {
-			exit = &e
-			break
-		}
-		if pid := c.view().PID; pid > 0 && processAlive(pid) && errors.Is(err, monitor.ErrGone) {
-			time.Sleep(time.Second)
-			continue
-		}
-		exit = &mproto.Exit{Code: 255, At: time.Now().UnixNano()}
-		m.logger(c.view()).Warn("container's monitor is gone and no exit was recorded", "error", err)
-		break
-	}
-	m.recordExit(c, exit)
-	m.deleteExited(c)
-}
-
-// deleteExited deletes an exited container's runtime state and cgroup at
-// once, as containerd deletes the task on exit: the exit reason was read
-// from the cgroup already, and RemoveContainer then has no runtime exec
-// left to do. A failure leaves RuntimeCreated set for Remove to retry.
-func (m *Manager) deleteExited(c *Container) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	rec := &c.rec
-	if !rec.RuntimeCreated || rec.State != StateExited {
-		return
-	}
-	rt, err := m.opts.Runtimes.Get(rec.Handler)
-	if err != nil {
-		return
-	}
-	ctx, cancel := lifecycle.FreshContext()
-	defer cancel()
-	if err := rt.Delete(ctx, rec.ID); err != nil {
-		m.logger(rec).Warn("delete exited container from the runtime", "error", err)
-		return
-	}
-	rec.RuntimeCreated = false
-	if err := m.persistLocked(c); err != nil {
-		m.logger(rec).Error("persist", "error", err)
-	}
-}
-
-func (m *Manager) recordExit(c *Container, exit *mproto.Exit) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	rec := &c.rec
-	if rec.State == StateExited {
-		return
-	}
-	rec.State = StateExited
-	rec.ExitCode = exit.Code
-	rec.FinishedAt = exit.At
-	if rec.FinishedAt < rec.StartedAt {
-		rec.FinishedAt = rec.StartedAt // clocks of two processes; never finished before started
-	}
-	switch {
-	case oomKilled(rec.CgroupsPath):
-		rec.Reason = "OOMKilled"
-	case exit.Code == 0:
-		rec.Reason = "Completed"
-	default:
-		rec.Reason = "Error"
-	}
-	if err := m.persistLocked(c); err != nil {
-		m.logger(rec).Error("record exit", "error", err)
-	}
-	close(c.exited)
-	m.logger(rec).Info("container exited", "exit_code", exit.Code, "reason", rec.Reason)
-	m.emit(rec, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT)
-}
-
-func processAlive(pid int) bool {
-	return unix.Kill(pid, 0) == nil
-}
-
 // Stop stops a container: its stop signal (signal.go), then
 // SIGKILL after timeout. Stopping an exited or unknown container succeeds.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
@@ -166,7 +74,7 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 	log := m.logger(v)
 	if timeout > 0 && v.State == StateRunning {
 		sig := stopSignal(v.StopSignal)
-		if err := rt.Kill(context.WithoutCancel(ctx), v.ID, sig); err != nil && !exitedErr(err) {
+		if err := m.kill(ctx, c, rt, sig); err != nil && !exitedErr(err) {
 			log.Warn("stop signal failed", "signal", sig, "error", err)
 		}
 		select {
@@ -177,7 +85,7 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 			return fmt.Errorf("container %s: stop: %w", v.ID, ctx.Err())
 		}
 	}
-	if err := rt.Kill(context.WithoutCancel(ctx), v.ID, syscall.SIGKILL); err != nil && !exitedErr(err) {
+	if err := m.kill(ctx, c, rt, syscall.SIGKILL); err != nil && !exitedErr(err) {
 		// It may have exited (and been deleted from the runtime) after
 		// we looked: then its exit is being recorded.
 		select {
@@ -195,6 +103,19 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 	case <-ctx.Done():
 		return fmt.Errorf("container %s: stop: %w", v.ID, ctx.Err())
 	}
+}
+
+// kill signals the container's init through its runtime. When the
+// runtime no longer knows the container (its state root went with a wiped
+// state dir) but its init still runs, the init is signalled through a
+// pidfd, checked against its recorded start time and boot.
+func (m *Manager) kill(ctx context.Context, c *Container, rt *ociruntime.Runtime, sig syscall.Signal) error {
+	v := c.view()
+	err := rt.Kill(context.WithoutCancel(ctx), v.ID, sig)
+	if errors.Is(err, ociruntime.ErrNotExist) && proc.Signal(identity(v), sig) == nil {
+		return nil
+	}
+	return err
 }
 
 // exitedErr recognises a kill of a container whose process is gone: it

@@ -43,6 +43,7 @@ import (
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
+	"github.com/huskrt/husk/internal/proc"
 	"github.com/huskrt/husk/internal/stats"
 	"github.com/huskrt/husk/internal/store"
 )
@@ -79,8 +80,14 @@ type Record struct {
 	ExitCode   int32  `json:"exitCode,omitempty"`
 	Reason     string `json:"reason,omitempty"`
 	Message    string `json:"message,omitempty"`
-	PID        int    `json:"pid,omitempty"`
-	LogPath    string `json:"logPath,omitempty"`
+	// PID is the container's init; PIDStart (its start time, clock ticks
+	// after boot) and BootID tell it from a later process with that PID
+	// and from a process of another boot, when the monitor that is its
+	// parent is gone (proc.Identity).
+	PID      int    `json:"pid,omitempty"`
+	PIDStart uint64 `json:"pidStart,omitempty"`
+	BootID   string `json:"bootId,omitempty"`
+	LogPath  string `json:"logPath,omitempty"`
 	// RootfsMounted and RuntimeCreated say what undo and remove must
 	// release.
 	RootfsMounted  bool   `json:"rootfsMounted,omitempty"`
@@ -217,6 +224,14 @@ type Manager struct {
 	// containersDevice is the source of that mount, the device label of
 	// the filesystem metrics.
 	containersDevice string
+	// bootID is this boot's, read once.
+	bootID string
+
+	// watcher follows, by pidfd, the containers whose monitor is gone;
+	// started on first use.
+	watcherOnce sync.Once
+	watcher     *proc.Watcher
+	watcherErr  error
 }
 
 // New makes the directories. Call Recover before serving.
@@ -246,7 +261,7 @@ func New(opts Options) (*Manager, error) {
 		opts: opts, log: opts.Logger, index: lifecycle.NewIndex[*Container]("container"),
 		records: lifecycle.Records[Record]{Store: opts.Store, Bucket: store.Containers, Names: store.ContainerName,
 			What: "container", IDKey: "container_id"},
-		allCaps: oci.CapabilitiesFromMask(boundingSet()), appArmor: appArmorEnabled(),
+		allCaps: oci.CapabilitiesFromMask(boundingSet()), appArmor: appArmorEnabled(), bootID: proc.BootID(),
 		cdi:     newCDIDevices(opts.CDISpecDirs),
 		cgroups: stats.Host(), layers: newWritableLayers(), containersMount: mount, containersDevice: stats.MountSource(mount),
 	}
@@ -256,8 +271,22 @@ func New(opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close stops the background work of the manager; containers keep running.
-func (m *Manager) Close() { m.stopRefresh() }
+// Close stops the background work of the manager (the writable layers'
+// refresh, following the containers whose monitor is gone); containers
+// keep running.
+func (m *Manager) Close() {
+	m.stopRefresh()
+	m.watcherOnce.Do(func() { m.watcherErr = errors.New("closed") })
+	if m.watcher != nil {
+		_ = m.watcher.Close()
+	}
+}
+
+// procWatcher is the watcher of containers whose monitor is gone.
+func (m *Manager) procWatcher() (*proc.Watcher, error) {
+	m.watcherOnce.Do(func() { m.watcher, m.watcherErr = proc.NewWatcher(m.log) })
+	return m.watcher, m.watcherErr
+}
 
 // boundingSet reads this process's capability bounding set.
 func boundingSet() uint64 {
@@ -287,6 +316,11 @@ func (m *Manager) monitorDir(sandboxID string) string {
 		sandboxID = sandboxID[:16]
 	}
 	return filepath.Join(m.opts.StateDir, "monitors", sandboxID)
+}
+
+// identity names the container's init for good.
+func identity(r *Record) proc.Identity {
+	return proc.Identity{PID: r.PID, Start: r.PIDStart, BootID: r.BootID}
 }
 
 // unindex drops c from the index.

@@ -2,11 +2,10 @@ package container
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/huskrt/husk/internal/monitor"
 )
 
 // Recover loads every container record after a daemon start. Each holds
@@ -19,7 +18,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		return err
 	}
 	for _, r := range recs {
-		m.reconcile(m.load(r))
+		m.reconcile(ctx, m.load(r))
 	}
 	m.log.Info("containers recovered", "count", len(recs))
 	return nil
@@ -42,8 +41,9 @@ func (m *Manager) load(r Record) *Container {
 	return c
 }
 
-// reconcile brings a recovered container in line with its monitor.
-func (m *Manager) reconcile(c *Container) {
+// reconcile brings a recovered container in line with its monitor and
+// the machine.
+func (m *Manager) reconcile(ctx context.Context, c *Container) {
 	r := c.view()
 	log := m.logger(r)
 	switch r.State {
@@ -59,15 +59,49 @@ func (m *Manager) reconcile(c *Container) {
 			return
 		}
 		log.Info("undid a CreateContainer cut short by a restart")
+		return
 	case StateExited:
 		close(c.exited)
 		go m.deleteExited(c)
+		return
+	}
+	switch e, ok := m.recordedExit(r.ID); {
+	case ok:
+		m.recordExit(c, e)
+	case r.BootID != "" && r.BootID != m.bootID:
+		// Its process went with the boot, and its exit file with the
+		// state dir: the exit is unknown, never RUNNING forever.
+		m.recordExit(c, unknownExit("the node rebooted while the container ran; its exit was not recorded"))
 	default:
-		if e, ok, _ := monitor.ReadExit(m.exitFile(r.ID)); ok {
-			m.recordExit(c, &e)
-			go m.deleteExited(c)
-			return
+		if r.State == StateCreated {
+			m.startedMeanwhile(ctx, c)
 		}
 		go m.waitExit(c, m.monitorDir(r.SandboxID))
+		return
 	}
+	go m.deleteExited(c)
+}
+
+// startedMeanwhile marks a CREATED container RUNNING when its runtime says
+// it runs: a StartContainer that a crash cut short once the runtime had
+// started it. The start time is lost with the crash: the time of recovery
+// stands for it.
+func (m *Manager) startedMeanwhile(ctx context.Context, c *Container) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := &c.rec
+	rt, err := m.opts.Runtimes.Get(rec.Handler)
+	if err != nil {
+		return
+	}
+	st, err := rt.State(ctx, rec.ID)
+	if err != nil || st.Status != "running" {
+		return
+	}
+	rec.State, rec.StartedAt = StateRunning, time.Now().UnixNano()
+	if err := m.persistLocked(c); err != nil {
+		m.logger(rec).Error("persist RUNNING", "error", err)
+		return
+	}
+	m.logger(rec).Info("a StartContainer cut short by a restart had started the container: RUNNING")
 }

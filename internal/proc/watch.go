@@ -236,3 +236,30 @@ func (w *Watcher) Close() error {
 	unix.Close(w.wakeFd)
 	return unix.Close(w.epfd)
 }
+
+// Signal sends sig to the process id names, through a pidfd checked
+// against its start time and boot: ErrGone when it is not there, never a
+// later process with its PID.
+func Signal(id Identity, sig unix.Signal) error {
+	if id.PID <= 0 || id.Start == 0 || (id.BootID != "" && id.BootID != BootID()) {
+		return fmt.Errorf("signal pid %d: %w", id.PID, ErrGone)
+	}
+	fd, err := unix.PidfdOpen(id.PID, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("signal pid %d: %w", id.PID, ErrGone)
+		}
+		return fmt.Errorf("pidfd_open %d: %w", id.PID, err)
+	}
+	defer unix.Close(fd)
+	if start, _, err := stat(id.PID); err != nil || start != id.Start {
+		return fmt.Errorf("signal pid %d: it names another process now: %w", id.PID, ErrGone)
+	}
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("signal pid %d: %w", id.PID, ErrGone)
+		}
+		return fmt.Errorf("signal pid %d: %w", id.PID, err)
+	}
+	return nil
+}
