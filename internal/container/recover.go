@@ -2,8 +2,13 @@ package container
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -11,9 +16,11 @@ import (
 // Recover loads every container record after a daemon start. Each holds
 // its image's layers again before image GC runs. Containers that exited
 // while huskd was down get the exit their monitor recorded; running ones
-// are followed again; a creation a crash cut short is undone.
+// are followed again; a creation a crash cut short is undone. A record
+// that cannot be read is quarantined, and what it owned on the host is
+// released as that of any container no record knows.
 func (m *Manager) Recover(ctx context.Context) error {
-	recs, err := m.records.Load(m.log)
+	recs, err := m.records.Load(m.log, readable)
 	if err != nil {
 		return err
 	}
@@ -21,6 +28,60 @@ func (m *Manager) Recover(ctx context.Context) error {
 		m.reconcile(ctx, m.load(r))
 	}
 	m.log.Info("containers recovered", "count", len(recs))
+	m.releaseUnknown(ctx)
+	return nil
+}
+
+// releaseUnknown releases what containers no record knows left on the
+// host (a record quarantined, or lost with a store restored from an older
+// copy): their runtime containers (killed), rootfs mounts and dirs, the
+// writable layer included: no CRI call can reach it any more.
+func (m *Manager) releaseUnknown(ctx context.Context) {
+	unknown := map[string]bool{}
+	for _, base := range []string{filepath.Join(m.opts.RootDir, "containers"), filepath.Join(m.opts.StateDir, "containers")} {
+		ents, _ := os.ReadDir(base)
+		for _, e := range ents {
+			if e.IsDir() && !m.index.Has(e.Name()) {
+				unknown[e.Name()] = true
+			}
+		}
+	}
+	for id := range unknown {
+		log := m.log.With("container_id", id)
+		if err := m.releaseUnknownOne(ctx, id); err != nil {
+			log.Error("release of a container no record knows incomplete", "error", err)
+			continue
+		}
+		log.Info("released a container no record knows: runtime container, rootfs and dirs")
+	}
+}
+
+func (m *Manager) releaseUnknownOne(ctx context.Context, id string) error {
+	for _, rt := range m.opts.Runtimes.All() {
+		if err := rt.Delete(ctx, id); err != nil {
+			return err
+		}
+	}
+	rootfs := filepath.Join(m.rootDir(id), "rootfs")
+	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unmount rootfs: %w", err)
+	}
+	return errors.Join(os.RemoveAll(m.rootDir(id)), os.RemoveAll(m.bundleDir(id)))
+}
+
+// readable refuses a record recovery cannot serve (it is quarantined):
+// one not under its own ID, without a name or a sandbox, or whose config
+// does not decode.
+func readable(key string, r *Record) error {
+	switch {
+	case r.ID != key:
+		return fmt.Errorf("the record of container %q is under key %q", r.ID, key)
+	case r.Name == "" || r.SandboxID == "":
+		return errors.New("no name or no sandbox")
+	}
+	if err := proto.Unmarshal(r.Config, &runtimeapi.ContainerConfig{}); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	return nil
 }
 
@@ -29,9 +90,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 func (m *Manager) load(r Record) *Container {
 	log := m.logger(&r)
 	cfg := &runtimeapi.ContainerConfig{}
-	if err := proto.Unmarshal(r.Config, cfg); err != nil {
-		log.Error("container record has an undecodable config; keeping it for RemoveContainer", "error", err)
-	}
+	_ = proto.Unmarshal(r.Config, cfg) // readable checked it
 	c := &Container{rec: r, config: cfg, exited: make(chan struct{})}
 	c.snapshot.Publish(&c.rec)
 	m.index.Add(r.ID, r.Name, c)

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -106,21 +107,10 @@ func TestRecords(t *testing.T) {
 		t.Errorf("snapshot after Put = %+v (a copy of the record wanted)", v)
 	}
 
-	// A record that does not decode is skipped and logged, not fatal.
-	if err := st.DB().Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte(store.Containers)).Put([]byte("bad"), []byte("{not json"))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	loaded, err := recs.Load(slog.New(slog.NewTextHandler(&logs, nil)))
+	loaded, err := recs.Load(slog.Default(), nil)
 	if err != nil || len(loaded) != 1 || loaded[0].State != "READY" {
 		t.Errorf("Load = %+v, %v", loaded, err)
 	}
-	if !strings.Contains(logs.String(), "container_id=bad") {
-		t.Errorf("undecodable record not logged by its ID: %q", logs.String())
-	}
-
 	if err := recs.Delete(r.ID, r.Name); err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +119,70 @@ func TestRecords(t *testing.T) {
 	}
 	if err := recs.Create(other.ID, other.Name, &other, &Snapshot[record]{}); err != nil {
 		t.Errorf("name not freed by Delete: %v", err)
+	}
+}
+
+// Issue 11, item 5: a record that cannot be read (it does not decode, or
+// the owner's check refuses it) is quarantined: logged with its key, moved
+// out of its bucket with its bytes and why, and its name released so that
+// the object can be made again. The others are served.
+func TestLoadQuarantines(t *testing.T) {
+	st, err := store.Open(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recs := Records[record]{Store: st, Bucket: store.Containers, Names: store.ContainerName, What: "container", IDKey: "container_id"}
+	for _, r := range []record{{ID: "good", Name: "g"}, {ID: "bad", Name: "b"}, {ID: "refused", Name: "r"}} {
+		if err := recs.Create(r.ID, r.Name, &r, &Snapshot[record]{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	garbage := []byte("{not json")
+	if err := st.DB().Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(store.Containers)).Put([]byte("bad"), garbage)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(key string, r *record) error {
+		if r.ID == "refused" {
+			return errors.New("no sandbox")
+		}
+		return nil
+	}
+	var logs bytes.Buffer
+	loaded, err := recs.Load(slog.New(slog.NewTextHandler(&logs, nil)), check)
+	if err != nil || len(loaded) != 1 || loaded[0].ID != "good" {
+		t.Fatalf("Load = %+v, %v; want the good record only", loaded, err)
+	}
+	for _, key := range []string{"container_id=bad", "container_id=refused", "no sandbox"} {
+		if !strings.Contains(logs.String(), key) {
+			t.Errorf("log lacks %q: %s", key, logs.String())
+		}
+	}
+	q, err := st.ListQuarantined()
+	if err != nil || len(q) != 2 {
+		t.Fatalf("quarantine = %+v, %v; want 2 records", q, err)
+	}
+	byKey := map[string]store.Quarantined{q[0].Key: q[0], q[1].Key: q[1]}
+	if b := byKey["bad"]; !bytes.Equal(b.Value, garbage) || b.Bucket != store.Containers || b.Reason == "" || len(b.Names) != 1 || b.Names[0] != "b" {
+		t.Errorf("quarantined bad = %+v", b)
+	}
+	if r := byKey["refused"]; r.Reason != "no sandbox" || !strings.Contains(string(r.Value), `"refused"`) {
+		t.Errorf("quarantined refused = %+v", r)
+	}
+	// Their names are free; a second Load serves the same and quarantines
+	// nothing more.
+	for _, r := range []record{{ID: "new1", Name: "b"}, {ID: "new2", Name: "r"}} {
+		if err := recs.Create(r.ID, r.Name, &r, &Snapshot[record]{}); err != nil {
+			t.Errorf("the name of a quarantined record is still held: %v", err)
+		}
+	}
+	if loaded, err := recs.Load(slog.Default(), check); err != nil || len(loaded) != 3 {
+		t.Errorf("second Load = %+v, %v", loaded, err)
+	}
+	if q, _ := st.ListQuarantined(); len(q) != 2 {
+		t.Errorf("quarantine after a second Load holds %d", len(q))
 	}
 }
 

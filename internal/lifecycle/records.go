@@ -63,15 +63,24 @@ func (r Records[R]) Delete(id, name string) error {
 	return nil
 }
 
-// Load decodes every record, for recovery. A record that does not decode
-// is logged and skipped: one corrupt record must not keep huskd, and with
-// it every other pod of the node, from starting.
-func (r Records[R]) Load(log *slog.Logger) ([]R, error) {
+// Load decodes every record, for recovery. A record that cannot be read
+// (it does not decode, or check refuses it) is quarantined: moved to the
+// store's quarantine bucket with why, its name released, and logged with
+// its key. The others are served: one bad record must not keep huskd, and
+// with it every other pod of the node, from starting, nor hold its name
+// forever (the kubelet makes the object again). What the record owned on
+// the host is released at recovery as what no record knows.
+func (r Records[R]) Load(log *slog.Logger, check func(key string, rec *R) error) ([]R, error) {
 	var out []R
-	err := r.Store.List(r.Bucket, func(id string, data []byte) error {
+	bad := map[string]error{}
+	err := r.Store.List(r.Bucket, func(key string, data []byte) error {
 		var rec R
-		if err := json.Unmarshal(data, &rec); err != nil {
-			log.Error("skipping undecodable "+r.What+" record", r.IDKey, id, "error", err)
+		err := json.Unmarshal(data, &rec)
+		if err == nil && check != nil {
+			err = check(key, &rec)
+		}
+		if err != nil {
+			bad[key] = err
 			return nil
 		}
 		out = append(out, rec)
@@ -79,6 +88,16 @@ func (r Records[R]) Load(log *slog.Logger) ([]R, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load %s records: %w", r.What, err)
+	}
+	for key, why := range bad {
+		q, err := r.Store.Quarantine(r.Bucket, r.Names, key, why.Error())
+		if err != nil {
+			return nil, err
+		}
+		if q != nil {
+			log.Error("quarantined an unreadable "+r.What+" record: it is not served, its name is released",
+				r.IDKey, key, "error", why, "names", q.Names, "bucket", store.Quarantine)
+		}
 	}
 	return out, nil
 }

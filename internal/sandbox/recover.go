@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,7 +24,7 @@ import (
 // recover first: their runtime state is theirs, not a lost sandbox's. It
 // never deletes a record a user can still see.
 func (m *Manager) Recover(ctx context.Context, containers []string) error {
-	recs, err := m.records.Load(m.log)
+	recs, err := m.records.Load(m.log, readable)
 	if err != nil {
 		return err
 	}
@@ -53,12 +54,26 @@ func (m *Manager) Recover(ctx context.Context, containers []string) error {
 	return nil
 }
 
+// readable refuses a record recovery cannot serve (it is quarantined):
+// one not under its own ID, without a name, or whose config does not
+// decode.
+func readable(key string, r *Record) error {
+	switch {
+	case r.ID != key:
+		return fmt.Errorf("the record of sandbox %q is under key %q", r.ID, key)
+	case r.Name == "":
+		return errors.New("no name")
+	}
+	if err := proto.Unmarshal(r.Config, &runtimeapi.PodSandboxConfig{}); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
 // load indexes a recovered record with its decoded config.
 func (m *Manager) load(r Record) *Sandbox {
 	cfg := &runtimeapi.PodSandboxConfig{}
-	if err := proto.Unmarshal(r.Config, cfg); err != nil {
-		m.log.Error("sandbox record has an undecodable config; keeping it NOTREADY", "pod_sandbox_id", r.ID, "error", err)
-	}
+	_ = proto.Unmarshal(r.Config, cfg) // readable checked it
 	sb := &Sandbox{rec: r, config: cfg, done: make(chan struct{})}
 	close(sb.done)
 	sb.snapshot.Publish(&sb.rec)

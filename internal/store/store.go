@@ -24,6 +24,9 @@ const (
 	SandboxNames  = "sandbox-names"
 	Containers    = "containers"
 	ContainerName = "container-names"
+	// Quarantine keeps the records that could not be read, out of their
+	// buckets: neither served nor lost (see Quarantine).
+	Quarantine = "quarantine"
 )
 
 // Store wraps the database file.
@@ -48,7 +51,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{Sandboxes, SandboxNames, Containers, ContainerName} {
+		for _, b := range []string{Sandboxes, SandboxNames, Containers, ContainerName, Quarantine} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(b)); err != nil {
 				return err
 			}
@@ -124,4 +127,76 @@ func (s *Store) List(bucket string, decode func(id string, data []byte) error) e
 			return decode(string(k), v)
 		})
 	})
+}
+
+// Quarantined is a record Quarantine moved out of its bucket, as it is
+// kept in the quarantine bucket (JSON, Value base64), keyed
+// "<bucket>/<key>/<time>".
+type Quarantined struct {
+	Bucket string `json:"bucket"`
+	Key    string `json:"key"`
+	// Reason says why it could not be read; At is when it was moved.
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+	// Names are the name reservations that held it, released.
+	Names []string `json:"names,omitempty"`
+	// Value is the record's bytes as they were.
+	Value []byte `json:"value"`
+}
+
+// Quarantine moves the record under key out of bucket into the quarantine
+// bucket, with reason, and releases the names of namesBucket reserved for
+// it, in one transaction: a record that cannot be read is neither served
+// nor lost, and does not hold its name forever (its owner can make the
+// object again). Quarantining what is not there does nothing.
+func (s *Store) Quarantine(bucket, namesBucket, key, reason string) (*Quarantined, error) {
+	var q *Quarantined
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		recs := tx.Bucket([]byte(bucket))
+		v := recs.Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		q = &Quarantined{Bucket: bucket, Key: key, Reason: reason, At: time.Now().UTC(), Value: append([]byte(nil), v...)}
+		if names := tx.Bucket([]byte(namesBucket)); names != nil {
+			c := names.Cursor()
+			for n, id := c.First(); n != nil; n, id = c.Next() {
+				if string(id) == key {
+					q.Names = append(q.Names, string(n))
+				}
+			}
+			for _, n := range q.Names {
+				if err := names.Delete([]byte(n)); err != nil {
+					return err
+				}
+			}
+		}
+		b, err := json.Marshal(q)
+		if err != nil {
+			return err
+		}
+		qkey := fmt.Sprintf("%s/%s/%d", bucket, key, q.At.UnixNano())
+		if err := tx.Bucket([]byte(Quarantine)).Put([]byte(qkey), b); err != nil {
+			return err
+		}
+		return recs.Delete([]byte(key))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("quarantine %s %s: %w", bucket, key, err)
+	}
+	return q, nil
+}
+
+// ListQuarantined returns what the quarantine bucket holds, in key order.
+func (s *Store) ListQuarantined() ([]Quarantined, error) {
+	var out []Quarantined
+	err := s.List(Quarantine, func(k string, data []byte) error {
+		var q Quarantined
+		if err := json.Unmarshal(data, &q); err != nil {
+			return fmt.Errorf("quarantined %s: %w", k, err)
+		}
+		out = append(out, q)
+		return nil
+	})
+	return out, err
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -225,4 +226,102 @@ func TestContainersAfterReboot(t *testing.T) {
 	}
 	e.stopRemove(podID)
 	e.assertNoLeaks(podID, hostID)
+}
+
+// editStore changes huskd's database while huskd is stopped.
+func (e *env) editStore(edit func(tx *bolt.Tx) error) {
+	e.t.Helper()
+	db, err := bolt.Open(filepath.Join(e.root, "husk.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		e.t.Fatalf("open the store: %v", err)
+	}
+	defer db.Close()
+	if err := db.Update(edit); err != nil {
+		e.t.Fatalf("edit the store: %v", err)
+	}
+}
+
+// Issue 11, item 5: an unreadable container or sandbox record does not
+// keep huskd from starting. It is quarantined (moved out of its bucket
+// with its bytes, logged with its key), what it owned on the host is
+// released, its name is free for the kubelet to make the object again,
+// and every other record is served.
+func TestUnreadableRecordsAreQuarantined(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	pod := e.podConfig("kept")
+	podID := e.runPod(pod, "")
+	keptCfg, lostCfg := ctrConfig("kept", "sleep", "3600"), ctrConfig("lost", "sleep", "3600")
+	kept := e.run(podID, pod, keptCfg)
+	lost := e.run(podID, pod, lostCfg)
+	lostPID := e.containerPID(lost)
+	lostPod := e.podConfig("lost")
+	lostPodID := e.runPod(lostPod, "")
+	_, lostPodInfo := e.status(lostPodID)
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	garbage := map[string][]byte{lost: []byte(`{"id": "` + lost + `", "name": `), lostPodID: []byte("\x00\x01 not a record")}
+	e.editStore(func(tx *bolt.Tx) error {
+		if err := tx.Bucket([]byte("containers")).Put([]byte(lost), garbage[lost]); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("sandboxes")).Put([]byte(lostPodID), garbage[lostPodID])
+	})
+	e.start()
+
+	for _, id := range []string{lost, lostPodID} {
+		if len(e.logBuf.lines("quarantined an unreadable", id)) != 1 {
+			t.Errorf("no log line names the quarantined record %s:\n%s", id, e.logs())
+		}
+	}
+	if st := e.containerStatus(kept); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("the readable container is %s", st.State)
+	}
+	if _, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: lost}); err == nil {
+		t.Error("the quarantined container is served")
+	}
+	if _, err := e.rt.PodSandboxStatus(e.ctx(), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: lostPodID}); err == nil {
+		t.Error("the quarantined sandbox is served")
+	}
+	// What they owned is released.
+	if !pollUntil(5*time.Second, func() bool { return !alive(lostPID) && !alive(lostPodInfo.PID) }) {
+		t.Errorf("the quarantined container's process (%v) or sandbox's infra (%v) still runs", alive(lostPID), alive(lostPodInfo.PID))
+	}
+	for _, p := range []string{filepath.Join(e.root, "containers", lost), filepath.Join(e.state, "containers", lost), lostPodInfo.NetnsPath} {
+		if exists(p) {
+			t.Errorf("%s is left", p)
+		}
+	}
+	// Their names are free: the kubelet makes them again.
+	again := e.run(podID, pod, lostCfg)
+	if r := e.exec(again, 10, "echo", "again"); string(r.Stdout) != "again\n" {
+		t.Errorf("exec in the container made again = %q", r.Stdout)
+	}
+	againPod := e.runPod(lostPod, "")
+	e.stopRemove(podID)
+	e.stopRemove(againPod)
+	e.assertNoLeaks(podID, lostPodID, againPod)
+
+	// The records are kept, as they were, in the quarantine bucket.
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	e.editStore(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("quarantine")).ForEach(func(k, v []byte) error {
+			var q struct {
+				Key   string `json:"key"`
+				Value []byte `json:"value"`
+			}
+			if err := json.Unmarshal(v, &q); err != nil {
+				return err
+			}
+			found[q.Key] = bytes.Equal(q.Value, garbage[q.Key])
+			return nil
+		})
+	})
+	if !found[lost] || !found[lostPodID] || len(found) != 2 {
+		t.Errorf("quarantine holds %v; want both records as they were", found)
+	}
 }
