@@ -34,14 +34,19 @@ type Store struct {
 	db *bolt.DB
 }
 
-// Open opens (creating) the database at path. bbolt holds an exclusive flock
-// on the file, so a second huskd on the same root fails here instead of
-// corrupting state; it gets a clear message after a short wait.
+// Open opens (creating) the database at path. An existing file is checked
+// first, page by page (verify): a damaged one is refused with what to do.
+// bbolt holds an exclusive flock on the file, so a second huskd on the
+// same root fails here instead of corrupting state; it gets a clear
+// message after a short wait.
 func Open(path string) (*Store, error) {
 	// 0711, as containerd's root: a container in a user namespace must
 	// traverse it to reach its rootfs; the names below are not secret.
 	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if err := verify(path); err != nil {
+		return nil, err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 500 * time.Millisecond, NoFreelistSync: true})
 	if err != nil {
