@@ -77,6 +77,8 @@ func TestParallelRemoveLeavesNoProcessInPodNetns(t *testing.T) {
 		pod := e.podConfig(fmt.Sprintf("tear%d", i))
 		forker := ctrConfig("forker", "sh", "-c", "sleep 3600 & sleep 3600 & wait")
 		switch i % 3 {
+		case 0:
+			pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_CONTAINER
 		case 1:
 			pod.Linux.SecurityContext.NamespaceOptions.Pid = runtimeapi.NamespaceMode_POD
 		case 2:
