@@ -36,7 +36,12 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	// Taken before the runtime lets the process go: a process that exits
 	// at once must not seem to have finished before it started.
 	startedAt := time.Now().UnixNano()
-	if err := rt.Start(context.WithoutCancel(ctx), rec.ID); err != nil {
+	switch err := rt.Start(context.WithoutCancel(ctx), rec.ID); {
+	case errors.Is(err, ociruntime.ErrAlreadyStarted):
+		// A StartContainer a daemon crash cut short: its runtime call
+		// went on and started the container after recovery looked.
+		m.logger(rec).Warn("the runtime had started the container already")
+	case err != nil:
 		return fmt.Errorf("container %s: start: %w", rec.ID, err)
 	}
 	rec.State = StateRunning

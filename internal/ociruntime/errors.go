@@ -18,6 +18,8 @@ var (
 	// ErrNotRunning: the container exists but its process does not run
 	// (it stopped), so kill, start and exec refuse.
 	ErrNotRunning = fmt.Errorf("container process not running: %w", errdefs.ErrFailedPrecondition)
+	// ErrAlreadyStarted: start of a container that was started already.
+	ErrAlreadyStarted = fmt.Errorf("container already started: %w", errdefs.ErrFailedPrecondition)
 )
 
 // Error is a failed runtime invocation with what it printed.
@@ -26,7 +28,8 @@ type Error struct {
 	ID     string
 	Err    error
 	Output string
-	// Kind is ErrNotExist, ErrNotRunning or nil (any other failure).
+	// Kind is ErrNotExist, ErrNotRunning, ErrAlreadyStarted or nil (any
+	// other failure).
 	Kind error
 }
 
@@ -49,21 +52,27 @@ func (e *Error) Unwrap() []error {
 // container id reports. runc and crun exit 1 (runc exec 255) whatever
 // went wrong, so the wording is all there is; it is read here only. As
 // containerd's runc shim and CRI-O, runc's libcontainer errors are
-// matched by their fixed text. crun's missing state is an ENOENT on the
-// container's own dir under the runtime root, which is matched with that
-// path, so that an ENOENT of anything else (a missing binary in exec) is
-// not taken for a missing container.
+// matched by their fixed text. crun's are ENOENTs on files of the
+// container's own dir under the runtime root, matched with their paths,
+// so that an ENOENT of anything else (a missing binary in exec) is not
+// taken for a missing container.
 func (r *Runtime) classify(id, out string) error {
 	o := strings.ToLower(out)
 	state := strings.ToLower(filepath.Join(r.Root, id))
+	enoent := strings.Contains(o, "no such file or directory")
 	switch {
+	// runc: start of a running container; crun: its exec fifo, gone
+	// once the container started.
+	case strings.Contains(o, "cannot start an already running container"),
+		enoent && strings.Contains(o, "`"+state+"/exec.fifo`"):
+		return ErrAlreadyStarted
 	// runc: libcontainer's ErrNotExist ("container does not exist";
 	// `container "<id>" does not exist` before 1.0).
 	case strings.Contains(o, "container does not exist"),
 		strings.Contains(o, "container \""+strings.ToLower(id)+"\" does not exist"),
 		// crun: "error opening file `<root>/<id>/status`: No such file
 		// or directory", "cannot open directory '<root>/<id>': ...".
-		strings.Contains(o, state) && strings.Contains(o, "no such file or directory"):
+		enoent && (strings.Contains(o, "`"+state+"/status`") || strings.Contains(o, "'"+state+"'")):
 		return ErrNotExist
 	// runc: ErrNotRunning ("container not running"), and start and exec
 	// of a stopped container.

@@ -203,3 +203,40 @@ func (r *Runtime) SupportsMountOption(ctx context.Context, option string) bool {
 	}
 	return false
 }
+
+// Calls lists the processes that run this runtime on this root with the
+// subcommand op: calls a huskd that died (kill -9) left running, which
+// go on after it. Recovery waits for them before it reads the state they
+// change.
+func (r *Runtime) Calls(op string) []int {
+	var out []int
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range cmdlines {
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if filepath.Base(args[0]) != filepath.Base(r.Path) || !isCall(args[1:], r.Root, op) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// isCall tells whether args are `--root root [flags] op ...`.
+func isCall(args []string, root, op string) bool {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "--root" && args[i+1] == root {
+			for _, a := range args[i+2:] {
+				if !strings.HasPrefix(a, "-") {
+					return a == op
+				}
+			}
+		}
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package ociruntime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -90,6 +91,9 @@ func TestClassify(t *testing.T) {
 		{"crun kill, stopped", "kill container: No such process", ErrNotRunning},
 		{"crun start, stopped", "container `c1` is not running", ErrNotRunning},
 		{"crun exec, stopped", "the container `c1` is not running", ErrNotRunning},
+		{"runc start, running", `level=error msg="cannot start an already running container"`, ErrAlreadyStarted},
+		{"crun start, running", "cannot open `/run/husk/runtime/x/c1/exec.fifo`: No such file or directory", ErrAlreadyStarted},
+		{"another file of the container", "error opening file `/run/husk/runtime/x/c1/other`: No such file or directory", nil},
 		{"another container's state", "error opening file `/run/husk/runtime/x/c2/status`: No such file or directory", nil},
 		{"a missing file in the container", "executable file not found: open /bin/nosuch: no such file or directory", nil},
 		{"a mount not found", `level=error msg="mount point not found"`, nil},
@@ -106,13 +110,13 @@ func TestClassify(t *testing.T) {
 	}
 }
 
-// The real runtimes, on a container that does not exist and on one that
-// has stopped.
+// The real runtimes, on a container that does not exist, one that runs
+// and one that has stopped.
 func TestRuntimeErrorKinds(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	bundle := busyboxBundle(t)
+	bundle, sleeper := busyboxBundle(t, "true"), busyboxBundle(t, "sleep", "60")
 	for _, name := range []string{"runc", "crun"} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := exec.LookPath(name); err != nil {
@@ -135,6 +139,14 @@ func TestRuntimeErrorKinds(t *testing.T) {
 			}
 			if err := r.Delete(ctx, "nosuch"); err != nil {
 				t.Errorf("Delete(nosuch) = %v", err)
+			}
+			running := "running-" + name
+			if _, err := r.Run(ctx, running, sleeper, filepath.Join(t.TempDir(), "log")); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = r.Delete(context.Background(), running) })
+			if err := r.Start(ctx, running); !errors.Is(err, ErrAlreadyStarted) {
+				t.Errorf("Start(running) = %v, want ErrAlreadyStarted", err)
 			}
 			id := "stopped-" + name
 			if _, err := r.Run(ctx, id, bundle, filepath.Join(t.TempDir(), "log")); err != nil {
@@ -165,8 +177,8 @@ func TestRuntimeErrorKinds(t *testing.T) {
 	}
 }
 
-// busyboxBundle is a bundle whose process exits at once.
-func busyboxBundle(t *testing.T) string {
+// busyboxBundle is a bundle that runs a busybox applet.
+func busyboxBundle(t *testing.T, args ...string) string {
 	t.Helper()
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -179,7 +191,8 @@ func busyboxBundle(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(dir, "rootfs", "bin", "busybox"), bb, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	spec := `{"ociVersion": "1.0.2", "process": {"args": ["/bin/busybox", "true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+	argv, _ := json.Marshal(append([]string{"/bin/busybox"}, args...))
+	spec := `{"ociVersion": "1.0.2", "process": {"args": ` + string(argv) + `, "cwd": "/", "user": {"uid": 0, "gid": 0}},
  "root": {"path": "rootfs"}, "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
  "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}]}}`
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(spec), 0o644); err != nil {
@@ -191,5 +204,23 @@ func busyboxBundle(t *testing.T) string {
 func TestNewResolvesBinary(t *testing.T) {
 	if _, err := New("nosuch", "husk-no-such-runtime", t.TempDir(), false); err == nil {
 		t.Error("a missing binary was accepted")
+	}
+}
+
+func TestIsCall(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"--root", "/r", "start", "c1"}, true},
+		{[]string{"--root", "/r", "--systemd-cgroup", "start", "c1"}, true},
+		{[]string{"--root", "/r", "kill", "c1", "9"}, false},
+		{[]string{"--root", "/other", "start", "c1"}, false},
+		{[]string{"init"}, false},
+		{[]string{"--root", "/r"}, false},
+	} {
+		if got := isCall(tt.args, "/r", "start"); got != tt.want {
+			t.Errorf("isCall(%q) = %v, want %v", tt.args, got, tt.want)
+		}
 	}
 }
