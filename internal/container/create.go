@@ -13,7 +13,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -337,8 +336,10 @@ func (m *Manager) markCreated(c *Container, mon *monitor.Client) error {
 }
 
 // releaseLocked undoes what a container owns on the host: the runtime's
-// container (killed), the monitor's entry, the rootfs, the image volumes
-// and any view left staged, and the dirs. It is idempotent; c.mu must be
+// container (killed), the monitor's entry, every mount below its dir (the
+// rootfs, the image volumes, views left staged), and the dirs. It is
+// idempotent, and right whatever the record says was done: after a crash
+// a CREATING record does not say what its Create had done. c.mu must be
 // held.
 func (m *Manager) releaseLocked(c *Container) error {
 	rec := &c.rec
@@ -352,22 +353,14 @@ func (m *Manager) releaseLocked(c *Container) error {
 			rec.RuntimeCreated = false
 		}
 	}
-	if rec.State != StateCreating {
-		mon := m.monitorClient(rec.SandboxID)
-		if err := mon.Forget(ctx, rec.ID); err != nil && !goneOrUnknown(err) {
-			errs = append(errs, fmt.Errorf("monitor: %w", err))
-		}
-	}
-	if rec.RootfsMounted {
-		rootfs := filepath.Join(m.rootDir(rec.ID), "rootfs")
-		if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount rootfs: %w", err))
-		} else {
-			rec.RootfsMounted = false
-		}
+	mon := m.monitorClient(rec.SandboxID)
+	if err := mon.Forget(ctx, rec.ID); err != nil && !goneOrUnknown(err) {
+		errs = append(errs, fmt.Errorf("monitor: %w", err))
 	}
 	if err := unmountBelow(m.rootDir(rec.ID)); err != nil {
 		errs = append(errs, err)
+	} else {
+		rec.RootfsMounted = false
 	}
 	if len(errs) == 0 {
 		for _, d := range []string{m.rootDir(rec.ID), m.bundleDir(rec.ID)} {

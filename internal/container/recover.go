@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -24,6 +23,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.awaitLeftoverStarts(ctx)
 	for _, r := range recs {
 		m.reconcile(ctx, m.load(r))
 	}
@@ -62,9 +62,8 @@ func (m *Manager) releaseUnknownOne(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	rootfs := filepath.Join(m.rootDir(id), "rootfs")
-	if err := unix.Unmount(rootfs, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unmount rootfs: %w", err)
+	if err := unmountBelow(m.rootDir(id)); err != nil {
+		return err
 	}
 	return errors.Join(os.RemoveAll(m.rootDir(id)), os.RemoveAll(m.bundleDir(id)))
 }
@@ -108,6 +107,8 @@ func (m *Manager) reconcile(ctx context.Context, c *Container) {
 	switch r.State {
 	case StateCreating:
 		c.mu.Lock()
+		// What the cut-short Create did is unknown: undo every step.
+		c.rec.RuntimeCreated = true
 		err := m.releaseLocked(c)
 		if err == nil {
 			err = m.deleteLocked(c)
@@ -139,6 +140,31 @@ func (m *Manager) reconcile(ctx context.Context, c *Container) {
 		return
 	}
 	go m.deleteExited(c)
+}
+
+// leftoverTimeout bounds the wait for a dead huskd's runtime calls.
+const leftoverTimeout = 10 * time.Second
+
+// awaitLeftoverStarts waits for the runtime starts a killed huskd left
+// running: one finishing after recovery read a CREATED container's state
+// would leave it running while it is reported CREATED.
+func (m *Manager) awaitLeftoverStarts(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, leftoverTimeout)
+	defer cancel()
+	for _, rt := range m.opts.Runtimes.All() {
+		for {
+			calls := rt.Calls("start")
+			if len(calls) == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				m.log.Warn("runtime starts left by the last huskd still run", "handler", rt.Handler, "pids", calls)
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // startedMeanwhile marks a CREATED container RUNNING when its runtime says
