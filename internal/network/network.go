@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
 
 	"github.com/huskrt/husk/internal/atomicfile"
 )
@@ -316,12 +317,11 @@ func podIPs(r *types100.Result) Result {
 // does DEL after the namespace is gone.
 func (m *Manager) Teardown(ctx context.Context, a Attachment) error {
 	rt := a.runtimeConf()
-	if a.NetnsPath != "" {
-		if _, err := os.Stat(a.NetnsPath); err != nil {
-			// Plugins clean host-side state (IPAM, iptables) without a
-			// netns; given a dead path some of them fail instead.
-			rt.NetNS = ""
-		}
+	if a.NetnsPath != "" && !isNetns(a.NetnsPath) {
+		// Plugins clean host-side state (IPAM, iptables) without a
+		// netns; given a dead path, or a pin a crash left unmounted
+		// (the bridge plugin: "unknown FS magic"), some fail instead.
+		rt.NetNS = ""
 	}
 	list, cached, err := m.cachedList(a.SandboxID)
 	if err != nil {
@@ -475,4 +475,11 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// isNetns tells whether path is a network namespace (a pinned nsfs file),
+// not a missing path or a pin file nothing is mounted on.
+func isNetns(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }

@@ -151,3 +151,24 @@ func TestChainCreateRace(t *testing.T) {
 		}
 	}
 }
+
+// A pin file a crash left unmounted is no netns: CNI DEL is then run
+// without one, as for a missing pin, since the bridge plugin refuses it.
+func TestIsNetns(t *testing.T) {
+	pin := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(pin, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		path string
+		want bool
+	}{
+		{"/proc/self/ns/net", true},
+		{pin, false},
+		{pin + ".missing", false},
+	} {
+		if got := isNetns(tt.path); got != tt.want {
+			t.Errorf("isNetns(%s) = %v, want %v", tt.path, got, tt.want)
+		}
+	}
+}
