@@ -63,11 +63,19 @@ func (e *env) simulateReboot(ids ...string) {
 	e.kill9()
 	killed := map[int]bool{}
 	for i := 0; ; i++ {
+		// The pods' processes whose monitor died came to this process, a
+		// child subreaper: reap them, as a node's init would (a PID
+		// namespace's init does not finish dying before its members are
+		// reaped).
+		for pid := range killed {
+			var ws unix.WaitStatus
+			_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		}
 		pids := e.podProcesses()
 		if len(pids) == 0 {
 			break
 		}
-		if i > 500 {
+		if i > 1000 {
 			e.t.Fatalf("reboot: processes %v survive SIGKILL", pids)
 		}
 		for _, pid := range pids {
@@ -75,12 +83,6 @@ func (e *env) simulateReboot(ids ...string) {
 			killed[pid] = true
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	// The pods' processes whose monitor died came to this process, a
-	// child subreaper: reap them, as a node's init would.
-	for pid := range killed {
-		var ws unix.WaitStatus
-		_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	lines := strings.Split(string(mi), "\n")
