@@ -312,6 +312,11 @@ func (m *Manager) Reopen(ctx context.Context, id string) error {
 		return err
 	}
 	if err := m.monitorClient(v.SandboxID).Reopen(ctx, v.ID); err != nil {
+		if goneOrUnknown(err) {
+			// The container is there; the monitor that logged its
+			// output is not (killed): not the CRI's NotFound.
+			return fmt.Errorf("container %s: reopen log: its output is not logged any more, its monitor is gone: %w", v.ID, errdefs.ErrFailedPrecondition)
+		}
 		return fmt.Errorf("container %s: reopen log: %w", v.ID, err)
 	}
 	return nil
