@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -55,6 +57,10 @@ func TestChaosMonitorKilled(t *testing.T) {
 	}
 	if r := e.exec(quiet, 10, "echo", "alive"); string(r.Stdout) != "alive\n" {
 		t.Errorf("exec without the monitor = %q", r.Stdout)
+	}
+	// Its output is not logged any more: not a container that is gone.
+	if _, err := e.rt.ReopenContainerLog(e.ctx(), &runtimeapi.ReopenContainerLogRequest{ContainerId: quiet}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("ReopenContainerLog without the monitor = %v, want FailedPrecondition", err)
 	}
 	if _, err := e.rt.StopContainer(e.ctx(), &runtimeapi.StopContainerRequest{ContainerId: quiet, Timeout: 1}); err != nil {
 		t.Fatalf("StopContainer: %v\n%s", err, e.logs())
