@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/huskrt/husk/internal/config"
+	"github.com/huskrt/husk/internal/proc"
+	"golang.org/x/sys/unix"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -100,8 +102,11 @@ func configCommand(args []string, stdout io.Writer) error {
 // already proved no other huskd uses this root.
 func listen(path string) (net.Listener, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		pid, running := listenerRunning(c)
 		c.Close()
-		return nil, fmt.Errorf("socket %s is in use by a running server (another huskd with another root?)", path)
+		if running {
+			return nil, fmt.Errorf("socket %s is in use by a running server (pid %d: another huskd with another root?)", path, pid)
+		}
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
@@ -115,6 +120,31 @@ func listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
 	}
 	return lis, nil
+}
+
+// listenerRunning tells whether the process that listens on the socket c
+// is connected to still runs. A huskd killed -9 leaves its listening
+// socket open a moment longer in its children that are between fork and
+// exec (on a busy node, long enough for a restart to dial it): that
+// socket is stale, not in use. SO_PEERCRED on a client socket names the
+// process that called listen.
+func listenerRunning(c net.Conn) (pid int, running bool) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return 0, true
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0, true
+	}
+	var cred *unix.Ucred
+	if err := raw.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cred == nil {
+		return 0, true
+	}
+	_, err = proc.StartTime(int(cred.Pid))
+	return int(cred.Pid), !errors.Is(err, proc.ErrGone)
 }
 
 // findSibling locates a husk helper binary: beside huskd, else on PATH.
