@@ -24,7 +24,7 @@ func (e *env) listedPods() []*runtimeapi.PodSandbox {
 	e.t.Helper()
 	resp, err := e.rt.ListPodSandbox(e.ctx(), &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
-		e.t.Fatalf("ListPodSandbox: %v", err)
+		e.t.Fatalf("ListPodSandbox: %v (huskd alive: %v)\n%s", err, alive(e.huskdPID()), e.logs())
 	}
 	return resp.Items
 }
@@ -125,7 +125,7 @@ func TestChaosKill9DuringRunPodSandbox(t *testing.T) {
 		}
 		when := e.killWhen(&done, after)
 		wg.Wait()
-		e.start()
+		e.restart()
 		listed := e.listedPods()
 		for _, p := range listed {
 			st, info := e.status(p.Id)
@@ -177,10 +177,10 @@ func TestChaosKill9DuringCreateStart(t *testing.T) {
 		}
 		when := e.killWhen(&done, after)
 		wg.Wait()
-		e.start()
+		e.restart()
 		resp, err := e.rt.ListContainers(e.ctx(), &runtimeapi.ListContainersRequest{})
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("ListContainers after the restart: %v\n%s", err, e.logs())
 		}
 		counts := map[runtimeapi.ContainerState]int{}
 		for _, c := range resp.Containers {
@@ -268,7 +268,7 @@ func TestChaosReboot(t *testing.T) {
 	pollUntil(10*time.Second, func() bool { return countExecs(e, nil) >= len(containers) })
 	start := time.Now()
 	e.simulateReboot(pods...)
-	e.start()
+	e.restart()
 	t.Logf("reboot simulated and huskd up again in %s", time.Since(start).Round(time.Millisecond))
 	for _, c := range containers {
 		st := e.waitExited(c, 10*time.Second)
@@ -290,4 +290,13 @@ func TestChaosReboot(t *testing.T) {
 		}
 	}
 	e.assertNoLeaks(append(removed, e.removeAll()...)...)
+}
+
+func (e *env) huskdPID() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.daemon == nil {
+		return 0
+	}
+	return e.daemon.Process.Pid
 }

@@ -86,7 +86,7 @@ func TestChaosMonitorKilled(t *testing.T) {
 	if err := unix.Kill(mon, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	e.start()
+	e.restart()
 	time.Sleep(500 * time.Millisecond) // not given up on, not taken for exited
 	if st := e.containerStatus(quiet); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("after the restart the quiet container is %s (%q)", st.State, st.Message)
@@ -186,4 +186,21 @@ func TestChaosDamagedStore(t *testing.T) {
 	}
 	e.stopRemove(podID)
 	e.assertNoLeaks(podID)
+}
+
+// restart starts huskd again after a kill and waits until it answers: the
+// harness's probe may connect to the killed huskd's socket, which its
+// children between fork and exec hold open a moment longer.
+func (e *env) restart() {
+	e.t.Helper()
+	e.start()
+	var err error
+	if !pollUntil(30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err = e.rt.Version(ctx, &runtimeapi.VersionRequest{})
+		return err == nil
+	}) {
+		e.t.Fatalf("huskd does not answer after a restart: %v\n%s", err, e.logs())
+	}
 }

@@ -199,7 +199,7 @@ func TestContainersAfterReboot(t *testing.T) {
 	e.simulateReboot(podID, hostID)
 	// Another process now has the PID of one of the containers.
 	takePID(t, reusedPID)
-	e.start()
+	e.restart()
 
 	for _, id := range []string{sleeper, reused, hostCtr} {
 		st := e.waitExited(id, 10*time.Second)
