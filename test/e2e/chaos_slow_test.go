@@ -291,12 +291,3 @@ func TestChaosReboot(t *testing.T) {
 	}
 	e.assertNoLeaks(append(removed, e.removeAll()...)...)
 }
-
-func (e *env) huskdPID() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.daemon == nil {
-		return 0
-	}
-	return e.daemon.Process.Pid
-}

@@ -204,3 +204,13 @@ func (e *env) restart() {
 		e.t.Fatalf("huskd does not answer after a restart: %v\n%s", err, e.logs())
 	}
 }
+
+// huskdPID is the running huskd's PID; 0 when none runs.
+func (e *env) huskdPID() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.daemon == nil {
+		return 0
+	}
+	return e.daemon.Process.Pid
+}
