@@ -7,46 +7,30 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/netns"
 )
 
 // CreateNetns creates a network namespace for sandbox id, pins it with a
 // bind mount at <NetnsDir>/<id> so it outlives every process in it, and
-// brings its loopback up (so no loopback plugin needs to run).
-//
-// unshare(CLONE_NEWNET) changes the calling thread only. The work runs on a
-// fresh goroutine locked to its thread, and that goroutine exits still
-// locked, so the Go runtime discards the thread instead of reusing one that
-// sits in the pod's namespace.
+// brings its loopback up (so no loopback plugin needs to run). The work
+// runs on a thread of its own that is thrown away (internal/netns).
 func (m *Manager) CreateNetns(id string) (string, error) {
 	pin, err := m.newPin(id)
 	if err != nil {
 		return "", err
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the thread dies with this goroutine.
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
+	err = netns.RunNew(func() error {
+		if err := unix.Mount(netns.Self(), pin, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind mount: %w", err)
 		}
-		self := fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid())
-		if err := unix.Mount(self, pin, "", unix.MS_BIND, ""); err != nil {
-			errc <- fmt.Errorf("bind mount: %w", err)
-			return
-		}
-		if err := loopbackUp(); err != nil {
-			errc <- err
-			return
-		}
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+		return loopbackUp()
+	})
+	if err != nil {
 		return "", undoPin(pin, fmt.Errorf("netns for %s: %w", id, err))
 	}
 	return pin, nil
@@ -87,23 +71,7 @@ func (m *Manager) PinNetns(id string, pid int) (string, error) {
 	if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/net", pid), pin, "", unix.MS_BIND, ""); err != nil {
 		return fail(fmt.Errorf("bind mount: %w", err))
 	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// No UnlockOSThread: the thread dies with this goroutine.
-		ns, err := os.Open(pin)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter: %w", err)
-			return
-		}
-		errc <- loopbackUp()
-	}()
-	if err := <-errc; err != nil {
+	if err := netns.Run(pin, loopbackUp); err != nil {
 		return fail(err)
 	}
 	return pin, nil
@@ -147,32 +115,16 @@ func (m *Manager) RemoveNetns(path string) error {
 
 // DialInNetns opens a TCP connection to 127.0.0.1:port inside the network
 // namespace pinned at netnsPath (port-forward). A socket belongs to the
-// namespace of the thread that created it, so the socket is made on a
-// locked thread switched into the pod's namespace; that goroutine exits
-// locked, so the thread is discarded rather than reused in the wrong
-// namespace.
+// namespace of the thread that created it, and keeps it: the dial runs on
+// a thread in the pod's namespace (internal/netns), the connection is
+// used from anywhere.
 func DialInNetns(ctx context.Context, netnsPath string, port int32) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		ns, err := os.Open(netnsPath)
-		if err != nil {
-			ch <- result{nil, fmt.Errorf("netns %s: %w", netnsPath, err)}
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("enter netns %s: %w", netnsPath, err)}
-			return
-		}
+	var c net.Conn
+	err := netns.Run(netnsPath, func() error {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+		var err error
+		c, err = d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+		return err
+	})
+	return c, err
 }

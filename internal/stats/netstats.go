@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/netns"
 )
 
 // Interface is one network interface's counters.
@@ -108,65 +109,27 @@ func withoutLoopback(ifs []Interface) []Interface {
 
 // ReadNetwork returns the counters of every interface except "lo" in the
 // network namespace pinned at netnsPath (a bind-mounted nsfs file such as
-// /run/netns/x).
-//
-// setns(CLONE_NEWNET) moves only the calling thread, so the read runs on a
-// fresh goroutine locked to its thread; the caller's thread never changes
-// namespace. If moving that thread back fails, the goroutine exits still
-// locked and the Go runtime discards the thread instead of reusing it.
+// /run/netns/x). The read runs on a thread of its own inside that
+// namespace (internal/netns); the caller's thread never changes namespace.
 func ReadNetwork(netnsPath string) ([]Interface, error) {
-	ns, err := os.Open(netnsPath)
-	if err != nil {
-		return nil, fmt.Errorf("netns %s: %w", netnsPath, err)
-	}
-	defer ns.Close()
-
-	type result struct {
-		ifs []Interface
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		ifs, restored, err := readNetDevIn(ns)
-		if restored {
-			runtime.UnlockOSThread()
+	var data []byte
+	err := netns.Run(netnsPath, func() error {
+		// /proc/self/net follows the thread-group leader's namespace, not
+		// this thread's; thread-self follows this thread.
+		var err error
+		if data, err = os.ReadFile("/proc/thread-self/net/dev"); err != nil {
+			return fmt.Errorf("netns %s: %w", netnsPath, err)
 		}
-		done <- result{ifs, err}
-	}()
-	r := <-done
-	if r.err != nil {
-		return nil, fmt.Errorf("netns %s: %w", netnsPath, r.err)
-	}
-	return withoutLoopback(r.ifs), nil
-}
-
-// readNetDevIn reads the interface counters of namespace ns on the calling
-// thread, which must be locked. restored reports whether the thread is back
-// in its own namespace and may be unlocked.
-func readNetDevIn(ns *os.File) (ifs []Interface, restored bool, err error) {
-	own, err := os.Open("/proc/thread-self/ns/net")
+		return nil
+	})
 	if err != nil {
-		return nil, true, fmt.Errorf("open own netns: %w", err)
+		return nil, err
 	}
-	defer own.Close()
-	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, true, fmt.Errorf("setns: %w", err)
-	}
-	// /proc/self/net follows the thread group leader's namespace, not this
-	// thread's; thread-self follows this thread.
-	data, readErr := os.ReadFile("/proc/thread-self/net/dev")
-	if err := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, false, fmt.Errorf("restore netns: %w", err)
-	}
-	if readErr != nil {
-		return nil, true, fmt.Errorf("read net/dev: %w", readErr)
-	}
-	ifs, err = parseNetDev(bytes.NewReader(data))
+	ifs, err := parseNetDev(bytes.NewReader(data))
 	if err != nil {
-		return nil, true, fmt.Errorf("parse net/dev: %w", err)
+		return nil, fmt.Errorf("netns %s: parse net/dev: %w", netnsPath, err)
 	}
-	return ifs, true, nil
+	return withoutLoopback(ifs), nil
 }
 
 // parseNetDev parses the /proc/net/dev format: two header lines, then one
