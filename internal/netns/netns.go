@@ -4,9 +4,10 @@
 // goroutine is the runtime's to share, so the work needs a thread of its
 // own, and that thread must never be the process's main thread.
 //
-// Each call runs its function on a goroutine locked to its OS thread and
-// ends that goroutine still locked, so the runtime ends the thread rather
-// than handing other goroutines a thread inside a pod's namespace. The
+// Each call runs its function on a goroutine locked to its OS thread,
+// moves the thread back to where it was, and ends that goroutine still
+// locked, so the runtime ends the thread rather than hand it to other
+// goroutines with whatever state the work left on it. The
 // main thread is the exception the runtime cannot end: a goroutine that
 // ends locked to it leaves it parked for good, still in the pod's
 // namespace, which then outlives the pod, and /proc/<pid>/ns/net of the
@@ -71,8 +72,23 @@ func onOwnThread(fn func() error) error {
 			runtime.UnlockOSThread()
 			return
 		}
-		errc <- fn()
+		errc <- thenBack(fn)
 		// No UnlockOSThread: the thread ends with this goroutine.
 	}()
 	return <-errc
+}
+
+// thenBack runs fn, then moves the calling thread back into the network
+// namespace it started in. The thread ends anyway, but some moments after
+// the caller hears back: until then it would hold the pod's namespace and
+// show in /proc as a thread of the process inside it.
+func thenBack(fn func() error) error {
+	own, err := os.Open(Self())
+	if err != nil {
+		return fmt.Errorf("open own netns: %w", err)
+	}
+	defer own.Close()
+	err = fn()
+	_ = unix.Setns(int(own.Fd()), unix.CLONE_NEWNET) // if not, the thread's end settles it
+	return err
 }

@@ -21,8 +21,14 @@ func pinNew(t *testing.T) string {
 	if err := os.WriteFile(pin, nil, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	if err := RunNew(func() error { return unix.Mount(Self(), pin, "", unix.MS_BIND, "") }); err != nil {
-		t.Fatalf("RunNew: %v", err)
+	err := RunNew(func() error {
+		if err := offMainThread("RunNew"); err != nil {
+			return err
+		}
+		return unix.Mount(Self(), pin, "", unix.MS_BIND, "")
+	})
+	if err != nil {
+		t.Fatalf("pin a new namespace: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := unix.Unmount(pin, unix.MNT_DETACH); err != nil {
@@ -30,6 +36,15 @@ func pinNew(t *testing.T) string {
 		}
 	})
 	return pin
+}
+
+// offMainThread fails when called on the main thread: a goroutine that
+// ends locked there parks it for good.
+func offMainThread(what string) error {
+	if unix.Gettid() == unix.Getpid() {
+		return fmt.Errorf("%s: on the main thread", what)
+	}
+	return nil
 }
 
 // nsOf names the namespace at path (a pin or a /proc link) as
@@ -62,10 +77,7 @@ func TestWorkStaysOffTheMainThread(t *testing.T) {
 					if ns := nsOf(Self()); ns != want {
 						return fmt.Errorf("Run: in %s, want %s", ns, want)
 					}
-					if unix.Gettid() == unix.Getpid() {
-						return errors.New("Run: on the main thread")
-					}
-					return nil
+					return offMainThread("Run")
 				})
 			})
 			wg.Go(func() {
@@ -73,10 +85,7 @@ func TestWorkStaysOffTheMainThread(t *testing.T) {
 					if ns := nsOf(Self()); ns == host || ns == want {
 						return fmt.Errorf("RunNew: in %s, not a new namespace", ns)
 					}
-					if unix.Gettid() == unix.Getpid() {
-						return errors.New("RunNew: on the main thread")
-					}
-					return nil
+					return offMainThread("RunNew")
 				})
 			})
 		}
