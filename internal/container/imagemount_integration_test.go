@@ -10,6 +10,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/testutil"
 )
 
 // An image volume is its layers, read-only: an overlay of several, the one
@@ -17,9 +19,7 @@ import (
 // whatever would lead out of the image is refused. unmountBelow leaves no
 // mount behind.
 func TestMountImage(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequiresRoot(t, "overlay and bind mounts")
 	dir := t.TempDir()
 	lower, upper := filepath.Join(dir, "l0"), filepath.Join(dir, "l1")
 	files := map[string]string{

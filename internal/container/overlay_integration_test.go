@@ -8,14 +8,14 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/testutil"
 )
 
 // An image whose layer paths do not fit mount(2)'s one page of options:
 // every layer still shows, top-most winning.
 func TestMountOverlayManyLayers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequiresRoot(t, "overlay mounts")
 	dir := t.TempDir()
 	long := strings.Repeat("l", 120)
 	var lower []string

@@ -32,6 +32,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/testutil"
 )
 
 // testRegistry is an in-process registry on 127.0.0.1 counting requests.
@@ -165,9 +167,8 @@ func imageOf(t *testing.T, layers ...v1.Layer) v1.Image {
 }
 
 func needRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (overlay whiteouts are 0:0 device nodes)")
-	}
+	t.Helper()
+	testutil.RequiresRoot(t, "unpacked layers keep their owners, and overlay whiteouts are 0:0 device nodes")
 }
 
 func TestPullResolveRemove(t *testing.T) {

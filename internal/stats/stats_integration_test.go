@@ -17,14 +17,9 @@ import (
 
 	"github.com/containerd/cgroups/v3"
 	"golang.org/x/sys/unix"
-)
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-}
+	"github.com/huskrt/husk/internal/testutil"
+)
 
 func randomSuffix(t *testing.T) string {
 	t.Helper()
@@ -62,7 +57,7 @@ func testCgroupDirs(t *testing.T, name string) []string {
 			dirs = append(dirs, filepath.Join(Host().Unified, name))
 		}
 	default:
-		t.Skip("no cgroup hierarchy mounted")
+		testutil.Missing(t, "needs a mounted cgroup hierarchy")
 	}
 	for _, d := range dirs {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -84,7 +79,7 @@ func testCgroupDirs(t *testing.T, name string) []string {
 }
 
 func TestReadCgroupIntegration(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, "cgroups")
 	name := "husk-stats-test-" + randomSuffix(t)
 	dirs := testCgroupDirs(t, name)
 
@@ -117,8 +112,9 @@ func TestReadCgroupIntegration(t *testing.T) {
 	}
 	gate.Close()
 
+	// Poll until the child has run and been charged for it.
 	var c *Cgroup
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		c, err = Host().Read("/"+name, Full)
 		if err != nil {
 			t.Fatalf("Read: %v", err)
@@ -215,11 +211,7 @@ func ipCommand(t *testing.T) string {
 			return p
 		}
 	}
-	p, err := exec.LookPath("ip")
-	if err != nil {
-		t.Skip("ip (iproute2) not found")
-	}
-	return p
+	return testutil.RequiresCommand(t, "ip")
 }
 
 // netnsOfAllThreads returns the network namespace of every thread of this
@@ -242,7 +234,7 @@ func netnsOfAllThreads(t *testing.T) map[string]string {
 }
 
 func TestReadNetworkIntegration(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, "network namespaces")
 	ip := ipCommand(t)
 	// A namespace pinned in the test's own dir, not with `ip netns add`:
 	// that leaves /run/netns bind-mounted on the node for good.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+
+	"github.com/huskrt/husk/internal/testutil"
 )
 
 func TestParseNetDev(t *testing.T) {
@@ -175,8 +177,9 @@ func TestWorkingSetAndAvailable(t *testing.T) {
 }
 
 func TestReadCgroupNotExist(t *testing.T) {
+	testutil.RequiresKernel(t, "a mounted cgroup hierarchy")
 	if cgroups.Mode() == cgroups.Unavailable {
-		t.Skip("no cgroup hierarchy mounted")
+		testutil.Missing(t, "needs a mounted cgroup hierarchy")
 	}
 	for _, p := range []string{"/husk-stats-test-does-not-exist", "system.slice:husk:does-not-exist"} {
 		_, err := ReadCgroup(p)
