@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/huskrt/husk/internal/testutil"
 )
 
 // buildPause builds the binary the way the Makefile does.
@@ -25,9 +26,46 @@ func buildPause(t *testing.T) string {
 	return bin
 }
 
-func needRoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+// needPIDNamespace gates the tests that run husk-pause as PID 1 of a PID
+// namespace and reach into it with nsenter and busybox.
+func needPIDNamespace(t *testing.T) string {
+	t.Helper()
+	testutil.RequiresRoot(t, "PID namespaces")
+	testutil.RequiresFile(t, "/bin/busybox", "busybox-static")
+	return testutil.RequiresCommand(t, "nsenter")
+}
+
+// stderrFile is a file for a child's stderr: what the child wrote is in
+// it when the write returns, with no copying goroutine in between.
+func stderrFile(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func contents(t *testing.T, f *os.File) string {
+	t.Helper()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// waitFor polls cond until it holds or within passes; it returns whether
+// it held.
+func waitFor(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
 	}
 }
 
@@ -42,16 +80,13 @@ func TestVersionFlag(t *testing.T) {
 func TestSignalsExitZeroAndWarning(t *testing.T) {
 	bin := buildPause(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		var stderr bytes.Buffer
+		stderr := stderrFile(t)
 		cmd := exec.Command(bin)
-		cmd.Stderr = &stderr
+		cmd.Stderr = stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond)
-		if cmd.ProcessState != nil {
-			t.Fatalf("exited early: %s", stderr.String())
-		}
+		waitReady(t, cmd.Process.Pid)
 		if err := cmd.Process.Signal(sig); err != nil {
 			t.Fatal(err)
 		}
@@ -59,8 +94,8 @@ func TestSignalsExitZeroAndWarning(t *testing.T) {
 		if err != nil || cmd.ProcessState.ExitCode() != 0 {
 			t.Errorf("%s: exit %v (%v), want 0", sig, cmd.ProcessState.ExitCode(), err)
 		}
-		if !strings.Contains(stderr.String(), "should be the first process") {
-			t.Errorf("no not-PID-1 warning on stderr: %q", stderr.String())
+		if out := contents(t, stderr); !strings.Contains(out, "should be the first process") {
+			t.Errorf("no not-PID-1 warning on stderr: %q", out)
 		}
 	}
 }
@@ -68,9 +103,9 @@ func TestSignalsExitZeroAndWarning(t *testing.T) {
 // startInPIDNamespace starts husk-pause as PID 1 of a new PID namespace.
 func startInPIDNamespace(t *testing.T, bin string) *exec.Cmd {
 	t.Helper()
-	var stderr bytes.Buffer
+	stderr := stderrFile(t)
 	cmd := exec.Command(bin)
-	cmd.Stderr = &stderr
+	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -79,9 +114,9 @@ func startInPIDNamespace(t *testing.T, bin string) *exec.Cmd {
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
-	time.Sleep(100 * time.Millisecond)
-	if strings.Contains(stderr.String(), "should be the first process") {
-		t.Errorf("warned although PID 1: %q", stderr.String())
+	waitReady(t, cmd.Process.Pid) // the warning comes before, if at all
+	if out := contents(t, stderr); strings.Contains(out, "should be the first process") {
+		t.Errorf("warned although PID 1: %q", out)
 	}
 	return cmd
 }
@@ -109,10 +144,7 @@ func children(pid int) map[int]string {
 }
 
 func TestReapsOrphanedZombiesAsPID1(t *testing.T) {
-	needRoot(t)
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("needs busybox-static")
-	}
+	nsenter := needPIDNamespace(t)
 	bin := buildPause(t)
 	cmd := startInPIDNamespace(t, bin)
 	pid := cmd.Process.Pid
@@ -120,18 +152,12 @@ func TestReapsOrphanedZombiesAsPID1(t *testing.T) {
 	// behind and exit: the children are orphans, reparented to PID 1, and
 	// become zombies when they exit.
 	script := `i=0; while [ $i -lt 1000 ]; do (/bin/busybox true &); i=$((i+1)); done`
-	if out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-p", "--", "/bin/busybox", "sh", "-c", script).CombinedOutput(); err != nil {
+	if out, err := exec.Command(nsenter, "-t", strconv.Itoa(pid), "-p", "--", "/bin/busybox", "sh", "-c", script).CombinedOutput(); err != nil {
 		t.Fatalf("make orphans: %v: %s", err, out)
 	}
-	time.Sleep(time.Second)
-	zombies := 0
-	for _, st := range children(pid) {
-		if st == "Z" {
-			zombies++
-		}
-	}
-	if zombies > 0 {
-		t.Errorf("%d zombies left under husk-pause after 1s", zombies)
+	// Every orphan is a true that exits at once: once reaped, none is left.
+	if !waitFor(10*time.Second, func() bool { return len(children(pid)) == 0 }) {
+		t.Errorf("children left under husk-pause after 10s: %v", children(pid))
 	}
 	if cmd.ProcessState != nil {
 		t.Fatal("husk-pause exited")
@@ -143,40 +169,55 @@ func TestReapsOrphanedZombiesAsPID1(t *testing.T) {
 }
 
 func TestStoppedChildDoesNotDisturb(t *testing.T) {
-	needRoot(t)
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("needs busybox-static")
-	}
+	nsenter := needPIDNamespace(t)
 	bin := buildPause(t)
 	cmd := startInPIDNamespace(t, bin)
 	pid := cmd.Process.Pid
-	// An orphan that sleeps, so it becomes husk-pause's child.
-	if out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-p", "--", "/bin/busybox", "sh", "-c", "(/bin/busybox sleep 30 </dev/null >/dev/null 2>&1 &)").CombinedOutput(); err != nil {
-		t.Fatalf("make child: %v: %s", err, out)
+	orphan := func(script string) {
+		t.Helper()
+		if out, err := exec.Command(nsenter, "-t", strconv.Itoa(pid), "-p", "--", "/bin/busybox", "sh", "-c", script).CombinedOutput(); err != nil {
+			t.Fatalf("make child: %v: %s", err, out)
+		}
 	}
+	// An orphan that sleeps, so it becomes husk-pause's child.
+	orphan("(/bin/busybox sleep 30 </dev/null >/dev/null 2>&1 &)")
 	var child int
-	for i := 0; i < 50 && child == 0; i++ {
+	waitFor(5*time.Second, func() bool {
 		for p := range children(pid) {
 			child = p
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return child != 0
+	})
 	if child == 0 {
 		t.Fatal("no child under husk-pause")
 	}
-	for _, sig := range []syscall.Signal{syscall.SIGSTOP, syscall.SIGCONT, syscall.SIGSTOP} {
-		if err := syscall.Kill(child, sig); err != nil {
+	for _, step := range []struct {
+		sig   syscall.Signal
+		state func(string) bool
+	}{
+		{syscall.SIGSTOP, func(s string) bool { return s == "T" }},
+		{syscall.SIGCONT, func(s string) bool { return s == "S" || s == "R" }},
+		{syscall.SIGSTOP, func(s string) bool { return s == "T" }},
+	} {
+		if err := syscall.Kill(child, step.sig); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(100 * time.Millisecond)
-		if st, ok := children(pid)[child]; !ok || st == "Z" {
-			t.Fatalf("child %d gone (%q) after %s", child, st, sig)
+		if !waitFor(5*time.Second, func() bool { return step.state(children(pid)[child]) }) {
+			t.Fatalf("child %d in state %q after %s", child, children(pid)[child], step.sig)
 		}
 	}
+	// A barrier: husk-pause reaps a second orphan only after it handled
+	// the SIGCHLDs the stops and the continue sent it.
+	orphan("(/bin/busybox true &)")
+	if !waitFor(5*time.Second, func() bool { return len(children(pid)) == 1 }) {
+		t.Fatalf("second orphan not reaped: children %v", children(pid))
+	}
+	if st, ok := children(pid)[child]; !ok || st != "T" {
+		t.Fatalf("stopped child %d gone or changed (%q)", child, st)
+	}
 	_ = syscall.Kill(child, syscall.SIGKILL)
-	time.Sleep(300 * time.Millisecond)
-	if st, ok := children(pid)[child]; ok {
-		t.Errorf("killed child not reaped: state %s", st)
+	if !waitFor(5*time.Second, func() bool { _, ok := children(pid)[child]; return !ok }) {
+		t.Errorf("killed child not reaped: state %s", children(pid)[child])
 	}
 	if cmd.ProcessState != nil {
 		t.Fatal("husk-pause exited")
@@ -193,7 +234,7 @@ func TestFootprint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	time.Sleep(300 * time.Millisecond)
+	waitReady(t, cmd.Process.Pid)
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
 	for _, l := range strings.Split(string(b), "\n") {
 		if strings.HasPrefix(l, "RssAnon:") || strings.HasPrefix(l, "Threads:") {
