@@ -36,9 +36,10 @@ var busyboxApplets = []string{"sh", "httpd", "wget", "cat", "echo", "sleep", "ho
 // busybox, with a passwd that knows an unprivileged "app" user.
 func busyboxImage(t *testing.T) v1.Image {
 	t.Helper()
+	requireBusybox(t)
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		t.Skipf("needs busybox-static: %v", err)
+		t.Fatal(err)
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

@@ -190,6 +190,7 @@ func TestConfigDefaultCommand(t *testing.T) {
 // and it reaps what nobody waits for.
 func TestOrphansBelowHuskdAreReaped(t *testing.T) {
 	t.Parallel()
+	requireBusybox(t)
 	dir, err := os.MkdirTemp("", "he2e-rt-")
 	if err != nil {
 		t.Fatal(err)

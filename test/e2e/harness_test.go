@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"math/big"
 	"net"
@@ -35,9 +36,16 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	if os.Geteuid() != 0 {
-		fmt.Println("e2e: skipped, needs root")
+	flag.Parse()
+	if reason := optedOut(); reason != "" {
+		fmt.Printf("e2e: not run: %s\n", reason)
 		os.Exit(0)
+	}
+	if missing := missingPrerequisites(); len(missing) > 0 {
+		fmt.Printf("e2e: FAIL: cannot run:\n  %s\n"+
+			"scripts/deps.sh installs the tools; HUSK_E2E=skip (or -short) skips this suite on purpose\n",
+			strings.Join(missing, "\n  "))
+		os.Exit(1)
 	}
 	binDir = os.Getenv("HUSK_BIN")
 	if binDir == "" {
@@ -75,6 +83,62 @@ func TestMain(m *testing.M) {
 	close(stop)
 	removePortmapScaffolding()
 	os.Exit(code)
+}
+
+// optedOut says why the suite must not run, when it was asked not to:
+// HUSK_E2E=skip, or -short (which means "no test that needs root or the
+// kernel" in both modules). Nothing else skips the suite: a suite that ran
+// nothing must not say ok.
+func optedOut() string {
+	if v := os.Getenv("HUSK_E2E"); v == "skip" {
+		return "HUSK_E2E=skip"
+	} else if v != "" {
+		fmt.Printf("e2e: HUSK_E2E=%q means nothing; only \"skip\" skips the suite\n", v)
+	}
+	if testing.Short() {
+		return "-short (every e2e test needs root, runc and CNI plugins)"
+	}
+	return ""
+}
+
+// missingPrerequisites lists what the whole suite needs and this machine
+// lacks. busybox is checked per test (requireBusybox): only the container
+// tests need it.
+func missingPrerequisites() []string {
+	var out []string
+	if os.Geteuid() != 0 {
+		out = append(out, fmt.Sprintf("needs root (euid %d): namespaces, mounts, cgroups, iptables", os.Geteuid()))
+	}
+	for _, c := range []string{"runc", "crun", "iptables", "iptables-save", "ip", "nsenter", "unshare"} {
+		if _, err := exec.LookPath(c); err != nil {
+			out = append(out, "needs "+c+" on PATH")
+		}
+	}
+	for _, p := range []string{"bridge", "host-local", "portmap"} {
+		if !exists(filepath.Join("/usr/lib/cni", p)) && !exists(filepath.Join("/opt/cni/bin", p)) {
+			out = append(out, "needs the CNI plugin "+p+" in /usr/lib/cni or /opt/cni/bin")
+		}
+	}
+	return out
+}
+
+// ci reports whether CI=true: a missing prerequisite of a test then fails
+// it instead of skipping it.
+func ci() bool {
+	v, _ := strconv.ParseBool(os.Getenv("CI"))
+	return v
+}
+
+// requireBusybox skips (fails under CI=true) a test that builds its image
+// from the host's static busybox, when there is none.
+func requireBusybox(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		if ci() {
+			t.Fatalf("needs /bin/busybox (apt install busybox-static): %v; CI=true, so this fails instead of skipping", err)
+		}
+		t.Skipf("needs /bin/busybox (apt install busybox-static): %v; skipped (under CI=true this fails)", err)
+	}
 }
 
 // removePortmapScaffolding removes the chains the portmap plugin creates
