@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"os"
@@ -255,6 +256,11 @@ type env struct {
 	logBuf *syncBuffer
 	conn   *grpc.ClientConn
 	rt     runtimeapi.RuntimeServiceClient
+	// servers are processes a test runs in its pods' namespaces.
+	servers []*exec.Cmd
+	// netns holds the inode of each network namespace this env's pods
+	// had, so the leak check finds any task still inside one.
+	netns map[uint64]string
 }
 
 type envOption func(*env)
@@ -454,7 +460,26 @@ func (e *env) runPod(cfg *runtimeapi.PodSandboxConfig, handler string) string {
 	if err != nil {
 		e.t.Fatalf("RunPodSandbox: %v\nhuskd log:\n%s", err, e.logs())
 	}
+	e.notePod(resp.PodSandboxId)
 	return resp.PodSandboxId
+}
+
+// netnsPin is where huskd pins the network namespace of sandbox id.
+func (e *env) netnsPin(id string) string { return filepath.Join(e.state, "netns", id) }
+
+// notePod records the network namespace of sandbox id (none for a
+// host-network pod), for the leak check.
+func (e *env) notePod(id string) {
+	var st unix.Stat_t
+	if unix.Stat(e.netnsPin(id), &st) != nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.netns == nil {
+		e.netns = map[uint64]string{}
+	}
+	e.netns[st.Ino] = id
 }
 
 func (e *env) status(id string) (*runtimeapi.PodSandboxStatus, sandboxInfo) {
@@ -479,6 +504,7 @@ type sandboxInfo struct {
 
 func (e *env) stopRemove(id string) {
 	e.t.Helper()
+	e.notePod(id)
 	if _, err := e.rt.StopPodSandbox(e.ctx(), &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
 		e.t.Fatalf("StopPodSandbox %s: %v\n%s", id, err, e.logs())
 	}
@@ -548,6 +574,84 @@ func (e *env) leaks(ids ...string) []string {
 	for _, pid := range e.monitors() {
 		out = append(out, "monitor process "+strconv.Itoa(pid))
 	}
+	out = append(out, e.tasksInPodNetns()...)
+	if pid := e.daemonPID(); pid > 0 {
+		if host, err := os.Readlink("/proc/self/ns/net"); err == nil {
+			out = append(out, e.daemonNetnsProblems(host)...)
+		}
+	}
+	return out
+}
+
+func (e *env) daemonPID() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.daemon == nil {
+		return 0
+	}
+	return e.daemon.Process.Pid
+}
+
+// tasksInPodNetns lists every task on the machine (each thread, not only
+// each process's leader: a thread can switch namespaces alone) that is
+// inside a network namespace one of this env's pods had, unless that
+// namespace is pinned again (its inode reused by another pod).
+func (e *env) tasksInPodNetns() []string {
+	e.mu.Lock()
+	ours := maps.Clone(e.netns)
+	e.mu.Unlock()
+	if len(ours) == 0 {
+		return nil
+	}
+	pinned := map[string]bool{}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 3 && strings.HasPrefix(f[3], "net:[") {
+			pinned[f[3]] = true
+		}
+	}
+	var out []string
+	links, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
+	for _, link := range links {
+		ns, err := os.Readlink(link)
+		if err != nil || pinned[ns] {
+			continue
+		}
+		var ino uint64
+		if _, err := fmt.Sscanf(ns, "net:[%d]", &ino); err != nil {
+			continue
+		}
+		if id, ok := ours[ino]; ok {
+			f := strings.Split(link, "/") // "", proc, pid, task, tid, ns, net
+			comm, _ := procCommState(atoi(f[2]))
+			out = append(out, fmt.Sprintf("task %s of %s (%s) in the network namespace of removed sandbox %s", f[4], f[2], comm, id))
+		}
+	}
+	return out
+}
+
+// daemonNetnsProblems lists how huskd is not wholly in the network
+// namespace host: a dead or zombie thread-group leader, an unreadable
+// /proc/<pid>/ns/net, or any thread in another namespace.
+func (e *env) daemonNetnsProblems(host string) []string {
+	pid := e.daemonPID()
+	if pid == 0 {
+		return nil
+	}
+	var out []string
+	if _, st := procCommState(pid); st == "" || st == "Z" {
+		out = append(out, fmt.Sprintf("huskd %d: thread-group leader in state %q", pid, st))
+	}
+	if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid)); err != nil || ns != host {
+		out = append(out, fmt.Sprintf("huskd %d: /proc/%d/ns/net = %q, %v; want the host's %s", pid, pid, ns, err, host))
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/task/%s/ns/net", pid, task.Name()))
+		if err == nil && ns != host {
+			out = append(out, fmt.Sprintf("huskd %d: thread %s in %s, not the host's %s", pid, task.Name(), ns, host))
+		}
+	}
 	return out
 }
 
@@ -589,6 +693,7 @@ func (e *env) cleanup() {
 	if os.Getenv("HUSK_E2E_LOGS") != "" && e.logBuf != nil {
 		e.t.Logf("huskd log:\n%s", e.logs())
 	}
+	e.stopServers()
 	if e.daemon != nil && e.conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		if resp, err := e.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {

@@ -368,48 +368,70 @@ func (e *env) forwardConn(t *testing.T, podID string, port int) (net.Conn, func(
 // forwardGet fetches http://127.0.0.1:<port>/ inside the pod through a
 // port-forward; "" when the connection fails.
 func (e *env) forwardGet(t *testing.T, transport, podID string, port int) string {
+	t.Helper()
+	page, err := e.forwardWith(transport, podID, port)
+	if err != nil && !errors.Is(err, errNoResponse) {
+		t.Fatal(err)
+	}
+	return page
+}
+
+// forward is forwardGet over SPDY for use from any goroutine: it returns
+// every failure as an error.
+func (e *env) forward(podID string, port int) (string, error) {
+	return e.forwardWith("spdy", podID, port)
+}
+
+// errNoResponse is a forwarded connection that gave no HTTP response (as
+// when nothing listens on the port in the pod).
+var errNoResponse = errors.New("no response through the port-forward")
+
+func (e *env) forwardWith(transport, podID string, port int) (string, error) {
 	resp, err := e.rt.PortForward(e.ctx(), &runtimeapi.PortForwardRequest{PodSandboxId: podID, Port: []int32{int32(port)}})
 	if err != nil {
-		t.Fatalf("PortForward: %v", err)
+		return "", fmt.Errorf("PortForward: %w", err)
 	}
 	u, _ := url.Parse(resp.Url)
 	var dialer streamhttp.Dialer
 	if transport == "spdy" {
 		rt, upgrader, err := spdy.RoundTripperFor(&rest.Config{})
 		if err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 		dialer = spdy.NewDialerForStreaming(upgrader, &http.Client{Transport: rt}, "POST", u)
 	} else {
 		dialer, err = portforward.NewSPDYOverWebsocketDialerForStreaming(u, &rest.Config{})
 		if err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 	}
 	stop, ready := make(chan struct{}), make(chan struct{})
 	defer close(stop)
 	pf, err := portforward.NewOnAddressesForStreaming(dialer, []string{"127.0.0.1"}, []string{fmt.Sprintf("0:%d", port)}, stop, ready, io.Discard, io.Discard)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	go func() { _ = pf.ForwardPorts() }()
+	failed := make(chan error, 1)
+	go func() { failed <- pf.ForwardPorts() }()
 	select {
 	case <-ready:
+	case err := <-failed:
+		return "", fmt.Errorf("port-forward: %w", err)
 	case <-time.After(10 * time.Second):
-		t.Fatal("port-forward not ready")
+		return "", errors.New("port-forward not ready after 10s")
 	}
 	ports, err := pf.GetPorts()
 	if err != nil || len(ports) != 1 {
-		t.Fatalf("forwarded ports %v, %v", ports, err)
+		return "", fmt.Errorf("forwarded ports %v, %v", ports, err)
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	r, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", ports[0].Local))
 	if err != nil {
-		return ""
+		return "", fmt.Errorf("%w: %w", errNoResponse, err)
 	}
 	defer r.Body.Close()
-	b, _ := io.ReadAll(r.Body)
-	return string(b)
+	b, err := io.ReadAll(r.Body)
+	return string(b), err
 }
 
 // The streaming server over TLS, and its URLs single-use.
