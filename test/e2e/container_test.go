@@ -147,6 +147,33 @@ func (e *env) exec(id string, timeout int64, cmd ...string) *runtimeapi.ExecSync
 	return resp
 }
 
+// containerPID is the host PID of a running container's process.
+func (e *env) containerPID(id string) int {
+	e.t.Helper()
+	resp, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		e.t.Fatalf("ContainerStatus %s: %v", id, err)
+	}
+	var info struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.PID <= 0 {
+		e.t.Fatalf("container %s: no pid in %q: %v", id, resp.Info["info"], err)
+	}
+	return info.PID
+}
+
+// waitLog waits until the CRI log of a container (its log_path under the
+// pod's log directory) holds want.
+func waitLog(t *testing.T, pod *runtimeapi.PodSandboxConfig, logPath, want string) {
+	t.Helper()
+	path := filepath.Join(pod.LogDirectory, logPath)
+	if !waitFor(10*time.Second, func() bool { b, _ := os.ReadFile(path); return bytes.Contains(b, []byte(want)) }) {
+		b, _ := os.ReadFile(path)
+		t.Fatalf("%s lacks %q after 10s:\n%s", path, want, b)
+	}
+}
+
 // waitExited waits for a container to exit and returns its status.
 func (e *env) waitExited(id string, within time.Duration) *runtimeapi.ContainerStatus {
 	e.t.Helper()
@@ -209,9 +236,13 @@ func TestPodDemo(t *testing.T) {
 			// An orphan: the inner sleep's parent exits at once, so it is
 			// reparented to PID 1 and must be reaped when it exits.
 			e.exec(client, 10, "sh", "-c", "sh -c 'sleep 0.3 &'")
-			time.Sleep(1300 * time.Millisecond)
-			if r := e.exec(client, 10, "ps", "-o", "stat,comm"); bytes.Contains(r.Stdout, []byte("Z ")) {
-				t.Errorf("zombie left in the pod a second after the orphan exited:\n%s", r.Stdout)
+			var ps []byte
+			reaped := waitFor(5*time.Second, func() bool {
+				ps = e.exec(client, 10, "ps", "-o", "stat,args").Stdout
+				return !bytes.Contains(ps, []byte("sleep 0.3")) && !bytes.Contains(ps, []byte("Z "))
+			})
+			if !reaped {
+				t.Errorf("the orphan is still there, or a zombie, 5s on:\n%s", ps)
 			}
 
 			list, err := e.rt.ListContainers(e.ctx(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{
@@ -304,18 +335,19 @@ func TestContainerLifecycle(t *testing.T) {
 	// ReopenContainerLog after the kubelet renamed the file.
 	ticker := e.run(podID, pod, ctrConfig("ticker", "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick$i; sleep 0.05; done"))
 	tickLog := filepath.Join(pod.LogDirectory, "ticker/0.log")
-	time.Sleep(300 * time.Millisecond)
+	if !waitFor(10*time.Second, func() bool { return countLines(tickLog) > 0 }) {
+		t.Fatal("no lines in the ticker's log after 10s")
+	}
 	if err := os.Rename(tickLog, tickLog+".1"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.rt.ReopenContainerLog(e.ctx(), &runtimeapi.ReopenContainerLogRequest{ContainerId: ticker}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if n := countLines(t, tickLog); n == 0 {
-		t.Error("no lines in the reopened log")
+	if !waitFor(10*time.Second, func() bool { return countLines(tickLog) > 0 }) {
+		t.Error("no lines in the reopened log after 10s")
 	}
-	if n := countLines(t, tickLog+".1"); n == 0 {
+	if n := countLines(tickLog + ".1"); n == 0 {
 		t.Error("no lines in the rotated log")
 	}
 
@@ -339,10 +371,11 @@ func TestContainerLifecycle(t *testing.T) {
 	e.assertNoLeaks(podID)
 }
 
-func countLines(t *testing.T, path string) int {
+// countLines counts the lines of a file; 0 when there is none.
+func countLines(path string) int {
 	f, err := os.Open(path)
 	if err != nil {
-		t.Fatal(err)
+		return 0
 	}
 	defer f.Close()
 	n := 0
@@ -362,9 +395,22 @@ func TestContainersSurviveDaemonRestart(t *testing.T) {
 	pod := e.podConfig("restart")
 	podID := e.runPod(pod, "")
 	runner := e.run(podID, pod, ctrConfig("runner", "sleep", "3600"))
-	quitter := e.run(podID, pod, ctrConfig("quitter", "sh", "-c", "sleep 1; exit 7"))
+	// The quitter exits once the test opens its gate, while huskd is down.
+	gate := filepath.Join(e.dir, "gate")
+	if err := os.MkdirAll(gate, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := ctrConfig("quitter", "sh", "-c", "while [ ! -e /gate/open ]; do sleep 0.05; done; exit 7")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/gate", HostPath: gate}}
+	quitter := e.run(podID, pod, cfg)
+	pid := e.containerPID(quitter)
 	e.kill9()
-	time.Sleep(2 * time.Second)
+	if err := os.WriteFile(filepath.Join(gate, "open"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool { return !alive(pid) }) {
+		t.Fatalf("quitter %d still runs 10s after its gate opened", pid)
+	}
 	e.start()
 	if st := e.waitExited(quitter, 5*time.Second); st.ExitCode != 7 {
 		t.Errorf("exited while huskd was down: code %d, want 7", st.ExitCode)
@@ -456,11 +502,14 @@ func TestEventsAndStats(t *testing.T) {
 	pod := e.podConfig("stats")
 	podID := e.runPod(pod, "")
 	ctr := e.run(podID, pod, ctrConfig("busy", "sh", "-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; sleep 3600"))
-	time.Sleep(500 * time.Millisecond)
 
-	cs, err := e.rt.ContainerStats(e.ctx(), &runtimeapi.ContainerStatsRequest{ContainerId: ctr})
-	if err != nil || cs.Stats.Cpu.GetUsageCoreNanoSeconds().GetValue() == 0 || cs.Stats.Memory.GetWorkingSetBytes().GetValue() == 0 ||
-		cs.Stats.WritableLayer == nil {
+	// The counters move as the container runs: poll until they have.
+	var cs *runtimeapi.ContainerStatsResponse
+	counted := waitFor(10*time.Second, func() bool {
+		cs, err = e.rt.ContainerStats(e.ctx(), &runtimeapi.ContainerStatsRequest{ContainerId: ctr})
+		return err == nil && cs.Stats.Cpu.GetUsageCoreNanoSeconds().GetValue() > 0 && cs.Stats.Memory.GetWorkingSetBytes().GetValue() > 0
+	})
+	if !counted || cs.Stats.WritableLayer == nil {
 		t.Errorf("ContainerStats = %v, %v", cs, err)
 	}
 	ps, err := e.rt.PodSandboxStats(e.ctx(), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
@@ -633,10 +682,10 @@ func TestContainerConfig(t *testing.T) {
 
 	// The image's stop signal, trapped: the container exits with 42 long
 	// before the timeout.
-	sig := ctrConfig("stopsig", "sh", "-c", "trap 'exit 42' USR1; while true; do sleep 0.1; done")
+	sig := ctrConfig("stopsig", "sh", "-c", "trap 'exit 42' USR1; echo trap-set; while true; do sleep 0.1; done")
 	sig.Image.Image = "busybox:stopsignal"
 	sigID := e.run(podID, pod, sig)
-	time.Sleep(200 * time.Millisecond)
+	waitLog(t, pod, sig.LogPath, "trap-set")
 	start := time.Now()
 	if _, err := e.rt.StopContainer(e.ctx(), &runtimeapi.StopContainerRequest{ContainerId: sigID, Timeout: 20}); err != nil {
 		t.Fatal(err)

@@ -674,6 +674,19 @@ func (e *env) monitors() []int {
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
+// waitFor polls cond until it holds or within has passed, and reports
+// whether it held.
+func waitFor(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 // assertNoLeaks fails the test with what is left, waiting briefly for
 // asynchronous cleanups (a cancelled request's undo) to finish.
 func (e *env) assertNoLeaks(ids ...string) {

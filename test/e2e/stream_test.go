@@ -122,8 +122,9 @@ func TestExecAttachPortForward(t *testing.T) {
 				t.Errorf("stdin round trip: out %q err %q code %d", out, errOut, code)
 			}
 			// The first size reaches the terminal just after the process
-			// starts, as with every runtime: read it a moment later.
-			out, _, code = e.execStream(t, tr, web, []string{"sh", "-c", "test -t 0 && sleep 0.5 && stty size"}, strings.NewReader(""), true,
+			// starts, as with every runtime: the process polls for it.
+			waitSize := `test -t 0 && for i in $(seq 100); do s=$(stty size); [ "$s" = "45 123" ] && break; sleep 0.05; done; echo "$s"`
+			out, _, code = e.execStream(t, tr, web, []string{"sh", "-c", waitSize}, strings.NewReader(""), true,
 				&fixedSize{size: remotecommand.TerminalSize{Width: 123, Height: 45}})
 			if code != 0 || !strings.Contains(out, "45 123") {
 				t.Errorf("tty exec: %q exit %d; want a terminal of 45 rows, 123 columns", out, code)
@@ -145,26 +146,39 @@ func TestExecAttachPortForward(t *testing.T) {
 			go func() {
 				_ = executor(t, tr, resp2.Url).StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: watcher, Stderr: io.Discard})
 			}()
-			time.Sleep(300 * time.Millisecond)
 			pr, pw := io.Pipe()
 			got := &syncBuffer{}
 			done := make(chan error, 1)
 			go func() {
 				done <- executor(t, tr, resp.Url).StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: pr, Stdout: got, Stderr: io.Discard})
 			}()
-			fmt.Fprintf(pw, "ping-%s\n", tr)
-			deadline := time.Now().Add(5 * time.Second)
-			for !strings.Contains(got.String(), "got ping-"+tr) || !strings.Contains(watcher.String(), "got ping-"+tr) {
-				if time.Now().After(deadline) {
-					t.Fatalf("attached output %q, second client %q", got.String(), watcher.String())
+			// The second client is attached once it sees the echo of a
+			// line sent through the first: send numbered lines until so.
+			synced := false
+			for i := 0; !synced; i++ {
+				if i == 20 {
+					t.Fatalf("the second client saw none of 20 lines: %q (first client %q)", watcher.String(), got.String())
 				}
-				time.Sleep(50 * time.Millisecond)
+				fmt.Fprintf(pw, "sync-%d\n", i)
+				synced = waitFor(500*time.Millisecond, func() bool { return strings.Contains(watcher.String(), fmt.Sprintf("got sync-%d\n", i)) })
+			}
+			ping := "got ping-" + tr + "\n"
+			fmt.Fprint(pw, "ping-"+tr+"\n")
+			if !waitFor(5*time.Second, func() bool {
+				return strings.HasSuffix(got.String(), ping) && strings.HasSuffix(watcher.String(), ping)
+			}) {
+				t.Fatalf("attached output %q, second client %q", got.String(), watcher.String())
 			}
 			cancel() // detach both
 			<-done
-			// Exactly the container's output: nothing of the framing.
-			if want := "got ping-" + tr + "\n"; got.String() != want || watcher.String() != want {
-				t.Errorf("attached clients got %q and %q, want %q each", got.String(), watcher.String(), want)
+			// Exactly the container's output, line by line: nothing of
+			// the framing.
+			for _, out := range []string{got.String(), watcher.String()} {
+				for _, l := range strings.SplitAfter(strings.TrimSuffix(out, ping), "\n") {
+					if l != "" && (!strings.HasPrefix(l, "got sync-") || !strings.HasSuffix(l, "\n")) {
+						t.Errorf("attached client got %q: %q is not an echoed line", out, l)
+					}
+				}
 			}
 			st, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: echoID})
 			if err != nil || st.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
@@ -190,14 +204,15 @@ func TestExecAttachPortForward(t *testing.T) {
 			done <- executor(t, "spdy", resp.Url).StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: pr, Stdout: got, Tty: true,
 				TerminalSizeQueue: &fixedSize{size: remotecommand.TerminalSize{Width: 100, Height: 30}}})
 		}()
-		time.Sleep(500 * time.Millisecond)
-		fmt.Fprint(pw, "stty size\n")
-		deadline := time.Now().Add(5 * time.Second)
-		for !strings.Contains(got.String(), "30 100") {
-			if time.Now().After(deadline) {
+		// The size reaches the terminal a moment after the attach: ask
+		// until the answer is the client's size.
+		sized := false
+		for i := 0; !sized; i++ {
+			if i == 20 {
 				t.Fatalf("attached terminal output %q, want the size 30 100", got.String())
 			}
-			time.Sleep(50 * time.Millisecond)
+			fmt.Fprint(pw, "stty size\n")
+			sized = waitFor(500*time.Millisecond, func() bool { return strings.Contains(got.String(), "30 100") })
 		}
 		cancel()
 		<-done
@@ -206,11 +221,10 @@ func TestExecAttachPortForward(t *testing.T) {
 	// Several ports and connections at once.
 	second := e.run(podID, pod, ctrConfig("web2", "sh", "-c", "mkdir -p /www && echo second > /www/index.html && exec httpd -f -p 8081 -h /www"))
 	// Its server listens a moment after the container started.
-	for i := 0; i < 50; i++ {
-		if r := e.exec(second, 10, "wget", "-q", "-O", "-", "http://127.0.0.1:8081/"); r.ExitCode == 0 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !waitFor(10*time.Second, func() bool {
+		return e.exec(second, 10, "wget", "-q", "-O", "-", "http://127.0.0.1:8081/").ExitCode == 0
+	}) {
+		t.Fatal("the second web server does not answer after 10s")
 	}
 	t.Run("portforward/concurrent", func(t *testing.T) {
 		var wg sync.WaitGroup
