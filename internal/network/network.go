@@ -20,7 +20,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/sys/unix"
 
 	"github.com/huskrt/husk/internal/atomicfile"
@@ -69,8 +71,13 @@ func New(opts Options) (*Manager, error) {
 	}
 	return &Manager{
 		opts: opts,
-		cni:  libcni.NewCNIConfigWithCacheDir(opts.BinDirs, opts.CacheDir, nil),
-		log:  opts.Logger,
+		// An explicit exec: given nil, libcni sets a default on first use,
+		// a data race between concurrent first ADDs (containerd/go-cni#81).
+		cni: libcni.NewCNIConfigWithCacheDir(opts.BinDirs, opts.CacheDir, &invoke.DefaultExec{
+			RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+			PluginDecoder: version.PluginDecoder{},
+		}),
+		log: opts.Logger,
 	}, nil
 }
 
