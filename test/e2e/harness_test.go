@@ -23,7 +23,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -282,18 +281,38 @@ func withPlugins(plugins string) envOption {
 	return func(e *env) { e.plugins = plugins }
 }
 
-var (
-	subnetStart = func() int64 { n, _ := rand.Int(rand.Reader, big.NewInt(250)); return n.Int64() }()
-	subnetNext  atomic.Int64
-)
+// claimSubnet returns a /24 of 10.200.0.0/16 that no other env on this
+// machine uses, of this process or of another e2e run beside it (their
+// leak checks would see each other's rules): an exclusive flock on a file
+// per /24, held until the test ends.
+func claimSubnet(t *testing.T) *net.IPNet {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "husk-e2e-subnets")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start, _ := rand.Int(rand.Reader, big.NewInt(250))
+	for i := range int64(250) {
+		n := (start.Int64() + i) % 250
+		f, err := os.OpenFile(filepath.Join(dir, strconv.FormatInt(n, 10)), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			f.Close()
+			continue
+		}
+		t.Cleanup(func() { f.Close() }) // registered first: released last
+		return &net.IPNet{IP: net.IPv4(10, 200, byte(n+2), 0).To4(), Mask: net.CIDRMask(24, 32)}
+	}
+	t.Fatal("every /24 of 10.200.0.0/16 is in use by e2e envs")
+	return nil
+}
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	id := randHex(3)
-	// A /24 of its own: parallel envs of this process must never share
-	// one (their leak checks would see each other's rules), so they count
-	// up from a random start.
-	n := big.NewInt((subnetStart + subnetNext.Add(1)) % 250)
+	subnet := claimSubnet(t)
 	// /tmp, not t.TempDir: the socket path must stay short.
 	dir, err := os.MkdirTemp("", "he2e-")
 	if err != nil {
@@ -309,7 +328,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 		root: filepath.Join(dir, "root"), state: filepath.Join(dir, "state"),
 		socket: filepath.Join(dir, "husk.sock"), confDir: filepath.Join(dir, "net.d"),
 		ipamDir: filepath.Join(dir, "ipam"), bridge: "he" + id,
-		subnet:       &net.IPNet{IP: net.IPv4(10, 200, byte(n.Int64()+2), 0).To4(), Mask: net.CIDRMask(24, 32)},
+		subnet:       subnet,
 		cgroupParent: "/husk-e2e-" + id,
 		configPath:   filepath.Join(dir, "husk.toml"),
 	}
