@@ -377,6 +377,7 @@ func (e *env) start() {
 	e.t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.failOnRaces()
 	e.logBuf = &syncBuffer{}
 	cmd := exec.Command(filepath.Join(binDir, "huskd"), "--config", e.configPath, "--root", e.root,
 		"--state", e.state, "--listen", e.socket, "--log-level", "debug")
@@ -765,6 +766,33 @@ func (e *env) cleanup() {
 	_ = exec.Command("ip", "link", "del", e.bridge).Run()
 	removeCgroups(e.cgroupParent)
 	_ = os.RemoveAll(e.dir)
+	e.failOnRaces()
+}
+
+// failOnRaces fails the test with the race detector's reports in huskd's
+// log (make test builds the e2e huskd with -race).
+func (e *env) failOnRaces() {
+	if e.logBuf == nil {
+		return
+	}
+	var reports []string
+	log := e.logBuf.String()
+	for {
+		i := strings.Index(log, "WARNING: DATA RACE")
+		if i < 0 {
+			break
+		}
+		log = log[i:]
+		end := strings.Index(log, "\n==================")
+		if end < 0 {
+			end = len(log)
+		}
+		reports = append(reports, log[:end])
+		log = log[end:]
+	}
+	if len(reports) > 0 {
+		e.t.Errorf("huskd's race detector reported %d data races:\n%s", len(reports), strings.Join(reports, "\n\n"))
+	}
 }
 
 // removeCgroups removes the test's cgroup parent in every hierarchy,
