@@ -37,8 +37,9 @@ func TestForwardHalfClose(t *testing.T) {
 		{
 			name: "server answers after the request line",
 			server: func(c *net.TCPConn) string {
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				time.Sleep(100 * time.Millisecond) // the client's EOF comes first
+				r := bufio.NewReader(c)
+				line, _ := r.ReadString('\n')
+				io.Copy(io.Discard, r) // the client's EOF comes first
 				io.WriteString(c, "HTTP/1.0 200 OK\r\n\r\npage")
 				return line
 			},
