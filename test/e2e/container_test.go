@@ -147,28 +147,12 @@ func (e *env) exec(id string, timeout int64, cmd ...string) *runtimeapi.ExecSync
 	return resp
 }
 
-// containerPID is the host PID of a running container's process.
-func (e *env) containerPID(id string) int {
-	e.t.Helper()
-	resp, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
-	if err != nil {
-		e.t.Fatalf("ContainerStatus %s: %v", id, err)
-	}
-	var info struct {
-		PID int `json:"pid"`
-	}
-	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.PID <= 0 {
-		e.t.Fatalf("container %s: no pid in %q: %v", id, resp.Info["info"], err)
-	}
-	return info.PID
-}
-
 // waitLog waits until the CRI log of a container (its log_path under the
 // pod's log directory) holds want.
 func waitLog(t *testing.T, pod *runtimeapi.PodSandboxConfig, logPath, want string) {
 	t.Helper()
 	path := filepath.Join(pod.LogDirectory, logPath)
-	if !waitFor(10*time.Second, func() bool { b, _ := os.ReadFile(path); return bytes.Contains(b, []byte(want)) }) {
+	if !pollUntil(10*time.Second, func() bool { b, _ := os.ReadFile(path); return bytes.Contains(b, []byte(want)) }) {
 		b, _ := os.ReadFile(path)
 		t.Fatalf("%s lacks %q after 10s:\n%s", path, want, b)
 	}
@@ -237,7 +221,7 @@ func TestPodDemo(t *testing.T) {
 			// reparented to PID 1 and must be reaped when it exits.
 			e.exec(client, 10, "sh", "-c", "sh -c 'sleep 0.3 &'")
 			var ps []byte
-			reaped := waitFor(5*time.Second, func() bool {
+			reaped := pollUntil(5*time.Second, func() bool {
 				ps = e.exec(client, 10, "ps", "-o", "stat,args").Stdout
 				return !bytes.Contains(ps, []byte("sleep 0.3")) && !bytes.Contains(ps, []byte("Z "))
 			})
@@ -335,7 +319,7 @@ func TestContainerLifecycle(t *testing.T) {
 	// ReopenContainerLog after the kubelet renamed the file.
 	ticker := e.run(podID, pod, ctrConfig("ticker", "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick$i; sleep 0.05; done"))
 	tickLog := filepath.Join(pod.LogDirectory, "ticker/0.log")
-	if !waitFor(10*time.Second, func() bool { return countLines(tickLog) > 0 }) {
+	if !pollUntil(10*time.Second, func() bool { return countLines(tickLog) > 0 }) {
 		t.Fatal("no lines in the ticker's log after 10s")
 	}
 	if err := os.Rename(tickLog, tickLog+".1"); err != nil {
@@ -344,7 +328,7 @@ func TestContainerLifecycle(t *testing.T) {
 	if _, err := e.rt.ReopenContainerLog(e.ctx(), &runtimeapi.ReopenContainerLogRequest{ContainerId: ticker}); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(10*time.Second, func() bool { return countLines(tickLog) > 0 }) {
+	if !pollUntil(10*time.Second, func() bool { return countLines(tickLog) > 0 }) {
 		t.Error("no lines in the reopened log after 10s")
 	}
 	if n := countLines(tickLog + ".1"); n == 0 {
@@ -408,7 +392,7 @@ func TestContainersSurviveDaemonRestart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(gate, "open"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(10*time.Second, func() bool { return !alive(pid) }) {
+	if !pollUntil(10*time.Second, func() bool { return !alive(pid) }) {
 		t.Fatalf("quitter %d still runs 10s after its gate opened", pid)
 	}
 	e.start()
@@ -505,7 +489,7 @@ func TestEventsAndStats(t *testing.T) {
 
 	// The counters move as the container runs: poll until they have.
 	var cs *runtimeapi.ContainerStatsResponse
-	counted := waitFor(10*time.Second, func() bool {
+	counted := pollUntil(10*time.Second, func() bool {
 		cs, err = e.rt.ContainerStats(e.ctx(), &runtimeapi.ContainerStatsRequest{ContainerId: ctr})
 		return err == nil && cs.Stats.Cpu.GetUsageCoreNanoSeconds().GetValue() > 0 && cs.Stats.Memory.GetWorkingSetBytes().GetValue() > 0
 	})

@@ -594,57 +594,15 @@ func (e *env) leaks(ids ...string) []string {
 	for _, pid := range e.monitors() {
 		out = append(out, "monitor process "+strconv.Itoa(pid))
 	}
-	out = append(out, e.tasksInPodNetns()...)
-	if pid := e.daemonPID(); pid > 0 {
-		if host, err := os.Readlink("/proc/self/ns/net"); err == nil {
-			out = append(out, e.daemonNetnsProblems(host)...)
-		}
-	}
-	return out
-}
-
-func (e *env) daemonPID() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.daemon == nil {
-		return 0
-	}
-	return e.daemon.Process.Pid
-}
-
-// tasksInPodNetns lists every task on the machine (each thread, not only
-// each process's leader: a thread can switch namespaces alone) that is
-// inside a network namespace one of this env's pods had, unless that
-// namespace is pinned again (its inode reused by another pod).
-func (e *env) tasksInPodNetns() []string {
 	e.mu.Lock()
 	ours := maps.Clone(e.netns)
 	e.mu.Unlock()
-	if len(ours) == 0 {
-		return nil
+	for _, h := range netnsHolders(ours) {
+		out = append(out, h.what)
 	}
-	pinned := map[string]bool{}
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(l); len(f) > 3 && strings.HasPrefix(f[3], "net:[") {
-			pinned[f[3]] = true
-		}
-	}
-	var out []string
-	links, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/ns/net")
-	for _, link := range links {
-		ns, err := os.Readlink(link)
-		if err != nil || pinned[ns] {
-			continue
-		}
-		var ino uint64
-		if _, err := fmt.Sscanf(ns, "net:[%d]", &ino); err != nil {
-			continue
-		}
-		if id, ok := ours[ino]; ok {
-			f := strings.Split(link, "/") // "", proc, pid, task, tid, ns, net
-			comm, _ := procCommState(atoi(f[2]))
-			out = append(out, fmt.Sprintf("task %s of %s (%s) in the network namespace of removed sandbox %s", f[4], f[2], comm, id))
+	if pid := e.huskdPID(); pid > 0 {
+		if host, err := os.Readlink("/proc/self/ns/net"); err == nil {
+			out = append(out, e.daemonNetnsProblems(host)...)
 		}
 	}
 	return out
@@ -654,7 +612,7 @@ func (e *env) tasksInPodNetns() []string {
 // namespace host: a dead or zombie thread-group leader, an unreadable
 // /proc/<pid>/ns/net, or any thread in another namespace.
 func (e *env) daemonNetnsProblems(host string) []string {
-	pid := e.daemonPID()
+	pid := e.huskdPID()
 	if pid == 0 {
 		return nil
 	}
@@ -693,19 +651,6 @@ func (e *env) monitors() []int {
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
-
-// waitFor polls cond until it holds or within has passed, and reports
-// whether it held.
-func waitFor(within time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-}
 
 // assertNoLeaks fails the test with what is left, waiting briefly for
 // asynchronous cleanups (a cancelled request's undo) to finish.

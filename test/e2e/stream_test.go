@@ -160,11 +160,11 @@ func TestExecAttachPortForward(t *testing.T) {
 					t.Fatalf("the second client saw none of 20 lines: %q (first client %q)", watcher.String(), got.String())
 				}
 				fmt.Fprintf(pw, "sync-%d\n", i)
-				synced = waitFor(500*time.Millisecond, func() bool { return strings.Contains(watcher.String(), fmt.Sprintf("got sync-%d\n", i)) })
+				synced = pollUntil(500*time.Millisecond, func() bool { return strings.Contains(watcher.String(), fmt.Sprintf("got sync-%d\n", i)) })
 			}
 			ping := "got ping-" + tr + "\n"
 			fmt.Fprint(pw, "ping-"+tr+"\n")
-			if !waitFor(5*time.Second, func() bool {
+			if !pollUntil(5*time.Second, func() bool {
 				return strings.HasSuffix(got.String(), ping) && strings.HasSuffix(watcher.String(), ping)
 			}) {
 				t.Fatalf("attached output %q, second client %q", got.String(), watcher.String())
@@ -212,7 +212,7 @@ func TestExecAttachPortForward(t *testing.T) {
 				t.Fatalf("attached terminal output %q, want the size 30 100", got.String())
 			}
 			fmt.Fprint(pw, "stty size\n")
-			sized = waitFor(500*time.Millisecond, func() bool { return strings.Contains(got.String(), "30 100") })
+			sized = pollUntil(500*time.Millisecond, func() bool { return strings.Contains(got.String(), "30 100") })
 		}
 		cancel()
 		<-done
@@ -221,7 +221,7 @@ func TestExecAttachPortForward(t *testing.T) {
 	// Several ports and connections at once.
 	second := e.run(podID, pod, ctrConfig("web2", "sh", "-c", "mkdir -p /www && echo second > /www/index.html && exec httpd -f -p 8081 -h /www"))
 	// Its server listens a moment after the container started.
-	if !waitFor(10*time.Second, func() bool {
+	if !pollUntil(10*time.Second, func() bool {
 		return e.exec(second, 10, "wget", "-q", "-O", "-", "http://127.0.0.1:8081/").ExitCode == 0
 	}) {
 		t.Fatal("the second web server does not answer after 10s")

@@ -134,12 +134,6 @@ func TestParallelRemoveLeavesNoProcessInPodNetns(t *testing.T) {
 	}
 	var held []string
 	for _, h := range netnsHolders(inodes) {
-		if h.pid == e.huskdPID() && h.tid == h.pid {
-			// huskd's main thread: issue 16, fixed on its own branch,
-			// whose leak check looks at every thread of huskd's.
-			t.Logf("issue 16: %s", h.what)
-			continue
-		}
 		held = append(held, h.what)
 	}
 	if len(held) > 0 {
