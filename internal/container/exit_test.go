@@ -2,6 +2,7 @@ package container
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,7 +139,12 @@ func TestContainerFollowedWithoutMonitor(t *testing.T) {
 	}
 	c := recovered(t, m, Record{ID: "cf", Name: "n", SandboxID: "sb", Handler: "fake", State: StateRunning, StartedAt: 1,
 		PID: id.PID, PIDStart: id.Start, BootID: id.BootID, RuntimeCreated: true})
-	time.Sleep(200 * time.Millisecond) // it is followed, not given up on
+	// It is followed (a pidfd of it is held), not given up on.
+	for deadline := time.Now().Add(10 * time.Second); !holdsPidfd(pid); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pidfd of %d held after 10s: the container is not followed", pid)
+		}
+	}
 	if v := c.view(); v.State != StateRunning {
 		t.Fatalf("a running container without its monitor is %s", v.State)
 	}
@@ -151,4 +157,16 @@ func TestContainerFollowedWithoutMonitor(t *testing.T) {
 	if v.State != StateExited || v.ExitCode != 137 || v.Reason != "Error" {
 		t.Errorf("killed: %s %d %q %q; want EXITED 137 Error", v.State, v.ExitCode, v.Reason, v.Message)
 	}
+}
+
+// holdsPidfd reports whether this process holds a pidfd of pid.
+func holdsPidfd(pid int) bool {
+	infos, _ := filepath.Glob("/proc/self/fdinfo/*")
+	want := fmt.Sprintf("\nPid:\t%d\n", pid)
+	for _, f := range infos {
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), want) {
+			return true
+		}
+	}
+	return false
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/huskrt/husk/internal/testutil"
 )
 
 // fakeRuntime writes a runtime-compatible script that answers like runc.
@@ -113,15 +114,11 @@ func TestClassify(t *testing.T) {
 // The real runtimes, on a container that does not exist, one that runs
 // and one that has stopped.
 func TestRuntimeErrorKinds(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequiresRoot(t, "runc and crun run containers")
 	bundle, sleeper := busyboxBundle(t, "true"), busyboxBundle(t, "sleep", "60")
 	for _, name := range []string{"runc", "crun"} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := exec.LookPath(name); err != nil {
-				t.Skipf("no %s: %v", name, err)
-			}
+			testutil.RequiresCommand(t, name)
 			root := filepath.Join(t.TempDir(), "root")
 			r, err := New(name, name, root, false)
 			if err != nil {
@@ -180,9 +177,10 @@ func TestRuntimeErrorKinds(t *testing.T) {
 // busyboxBundle is a bundle that runs a busybox applet.
 func busyboxBundle(t *testing.T, args ...string) string {
 	t.Helper()
+	testutil.RequiresFile(t, "/bin/busybox", "busybox-static")
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
-		t.Skipf("needs busybox-static: %v", err)
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(dir, "rootfs", "bin"), 0o755); err != nil {

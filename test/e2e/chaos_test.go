@@ -87,7 +87,11 @@ func TestChaosMonitorKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.restart()
-	time.Sleep(500 * time.Millisecond) // not given up on, not taken for exited
+	// huskd finds the monitor gone and follows the process itself: once it
+	// says so, the container must still be running, not taken for exited.
+	if !pollUntil(10*time.Second, func() bool { return len(e.logBuf.lines("following its process", quiet)) > 0 }) {
+		t.Fatalf("huskd does not follow the quiet container's process after its monitor died:\n%s", e.logs())
+	}
 	if st := e.containerStatus(quiet); st.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("after the restart the quiet container is %s (%q)", st.State, st.Message)
 	}

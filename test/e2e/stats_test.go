@@ -70,10 +70,12 @@ func TestStatsAndMetrics(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			checkContainerStats(t, handler, cs)
-			// The second read has a rate: usage_nano_cores.
-			time.Sleep(200 * time.Millisecond)
-			if cs = containerStats(t, e, ctr); cs.GetCpu().GetUsageNanoCores() == nil {
-				t.Errorf("second ContainerStats: no usage_nano_cores: %v", cs.GetCpu())
+			// A later read has a rate: usage_nano_cores.
+			if !pollUntil(10*time.Second, func() bool {
+				cs = containerStats(t, e, ctr)
+				return cs.GetCpu().GetUsageNanoCores() != nil
+			}) {
+				t.Errorf("later ContainerStats: no usage_nano_cores: %v", cs.GetCpu())
 			}
 
 			ps, err := e.rt.PodSandboxStats(e.ctx(), &runtimeapi.PodSandboxStatsRequest{PodSandboxId: podID})
