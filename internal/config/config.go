@@ -58,8 +58,10 @@ type Config struct {
 	// the node allows when huskd lacks CAP_SYS_RESOURCE.
 	InfraOOMScoreAdj int `toml:"infra_oom_score_adj"`
 
-	// ImagePullProgressTimeout cancels a pull whose download makes no progress.
-	ImagePullProgressTimeout Duration `toml:"image_pull_progress_timeout"`
+	// ImagePullProgressTimeout fails a pull when one of its requests (token,
+	// manifest, config, layer blob) goes this long without an answer or a
+	// byte of its body.
+	ImagePullProgressTimeout Duration `toml:"image_pull_progress_timeout" comment:"a pull fails when one of its requests (token, manifest, config, layer) gets no answer or byte for this long"`
 
 	CNI        CNI                 `toml:"cni"`
 	Runtimes   map[string]Runtime  `toml:"runtimes"`

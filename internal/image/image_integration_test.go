@@ -528,7 +528,7 @@ func TestAuthFallbackAndStall(t *testing.T) {
 	}
 	start := time.Now()
 	_, err = s2.Pull(context.Background(), "slow:1", nil)
-	if err == nil || !strings.Contains(err.Error(), "made no progress") {
+	if err == nil || !strings.Contains(err.Error(), "no progress for") {
 		t.Errorf("stalled pull = %v", err)
 	}
 	if time.Since(start) > 20*time.Second {

@@ -180,7 +180,15 @@ func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, er
 // pullFrom pulls r from one endpoint: manifest (the platform's, from an
 // index), config, then the layers not yet unpacked, then the record.
 func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *Auth, platform v1.Platform) (string, error) {
-	desc, img, err := resolve(ctx, r, ep, auth, platform)
+	inner, err := ep.transport()
+	if err != nil {
+		return "", err
+	}
+	// Every request of the pull goes through one watchdog each; its
+	// connections end with it.
+	tr := &watchdogTransport{inner: inner, timeout: s.opts.PullProgressTimeout}
+	defer tr.CloseIdleConnections()
+	desc, img, err := resolve(ctx, r, ep, tr, auth, platform)
 	if err != nil {
 		return "", err
 	}
@@ -207,12 +215,8 @@ func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *
 
 // resolve fetches the manifest r names at ep: this platform's image when
 // r names an index.
-func resolve(ctx context.Context, r Reference, ep endpoint, auth *Auth, platform v1.Platform) (*remote.Descriptor, v1.Image, error) {
+func resolve(ctx context.Context, r Reference, ep endpoint, tr http.RoundTripper, auth *Auth, platform v1.Platform) (*remote.Descriptor, v1.Image, error) {
 	nref, err := r.on(ep.host, ep.insecure)
-	if err != nil {
-		return nil, nil, err
-	}
-	tr, err := ep.transport()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -260,7 +264,7 @@ func fetchConfig(img v1.Image) (*pulled, error) {
 		return nil, classify(err)
 	}
 	if p.config, err = img.RawConfigFile(); err != nil {
-		return nil, classify(err)
+		return nil, fmt.Errorf("config %s: %w", p.configName, classify(err))
 	}
 	if p.configFile, err = img.ConfigFile(); err != nil {
 		return nil, classify(err)
@@ -412,10 +416,10 @@ func (s *Service) fetchLayer(ctx context.Context, l v1.Layer, digest, diffID str
 		if err != nil {
 			return fmt.Errorf("layer %s: %w", digest, classify(err))
 		}
-		err = s.writeBlob(digest, s.progressReader(ctx, rc, digest))
+		err = s.writeBlob(digest, rc)
 		rc.Close()
 		if err != nil {
-			return err
+			return fmt.Errorf("layer %s: %w", digest, err)
 		}
 	}
 	tmp, err := os.MkdirTemp(filepath.Join(s.opts.Root, "tmp"), "layer-")
@@ -506,41 +510,6 @@ type pulledBytes struct{ obs PullObserver }
 func (p pulledBytes) Write(b []byte) (int, error) {
 	p.obs.PulledBytes(int64(len(b)))
 	return len(b), nil
-}
-
-// progressReader fails a download that makes no progress for the pull
-// progress timeout.
-func (s *Service) progressReader(ctx context.Context, r io.Reader, what string) io.Reader {
-	return &stallReader{ctx: ctx, r: r, timeout: s.opts.PullProgressTimeout, what: what}
-}
-
-type stallReader struct {
-	ctx     context.Context
-	r       io.Reader
-	timeout time.Duration
-	what    string
-}
-
-func (s *stallReader) Read(p []byte) (int, error) {
-	type result struct {
-		n   int
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		n, err := s.r.Read(p)
-		done <- result{n, err}
-	}()
-	t := time.NewTimer(s.timeout)
-	defer t.Stop()
-	select {
-	case res := <-done:
-		return res.n, res.err
-	case <-t.C:
-		return 0, fmt.Errorf("download of %s made no progress for %s: %w", s.what, s.timeout, context.DeadlineExceeded)
-	case <-s.ctx.Done():
-		return 0, s.ctx.Err()
-	}
 }
 
 // merged runs fn once for every caller that asks for key while it runs:
