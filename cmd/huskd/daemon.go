@@ -142,7 +142,7 @@ func (d *daemon) openNetwork() (err error) {
 	}
 	d.network, err = network.New(network.Options{
 		ConfDir: cfg.CNI.ConfDir, BinDirs: cfg.CNI.BinDirs, CacheDir: cfg.CNICacheDir(),
-		NetnsDir: d.netnsDir(), Logger: d.log,
+		NetnsDir: d.netnsDir(), Timeout: time.Duration(cfg.CNI.Timeout), Logger: d.log,
 	})
 	if err != nil {
 		return err

@@ -112,6 +112,12 @@ type CNI struct {
 	ConfDir string `toml:"conf_dir"`
 	// BinDirs are searched in order for plugin binaries.
 	BinDirs []string `toml:"bin_dirs"`
+	// Timeout bounds one CNI ADD or DEL (the whole plugin list); a plugin
+	// still running then is killed with its process group and the call
+	// fails (RunPodSandbox then undoes what the ADD did). Keep it, plus
+	// the DEL of that undo, below the kubelet's 4-minute RunPodSandbox
+	// timeout.
+	Timeout Duration `toml:"timeout" comment:"bounds one CNI ADD or DEL; a plugin still running is killed with its process group"`
 	// CacheDir keeps CNI results for DEL and garbage collection; empty means
 	// <root>/cni.
 	CacheDir string `toml:"cache_dir"`
@@ -190,6 +196,7 @@ func Default() *Config {
 		CNI: CNI{
 			ConfDir:       "/etc/cni/net.d",
 			BinDirs:       []string{"/opt/cni/bin", "/usr/lib/cni"},
+			Timeout:       Duration(time.Minute),
 			WriteDefault:  true,
 			DefaultName:   "husk",
 			DefaultBridge: "husk0",
@@ -306,6 +313,9 @@ func (c *Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.CNI.ConfDir) {
 		bad("cni.conf_dir", "must be an absolute path, got %q", c.CNI.ConfDir)
+	}
+	if c.CNI.Timeout <= 0 {
+		bad("cni.timeout", "must be positive, got %s", time.Duration(c.CNI.Timeout))
 	}
 	if len(c.CNI.BinDirs) == 0 {
 		bad("cni.bin_dirs", "must name at least one directory")

@@ -57,6 +57,12 @@ func TestParse(t *testing.T) {
 			`endpoints[0]: must start with http:// or https://, got "<redacted>@mirror.example"`, nil},
 		{"skip upstream without endpoints", "[registries.\"docker.io\"]\nskip_upstream = true\n", "skip_upstream", nil},
 		{"bad subnet", "[cni]\ndefault_subnet = \"nope\"\n", "cni.default_subnet", nil},
+		{"cni timeout", "[cni]\ntimeout = \"20s\"\n", "", func(t *testing.T, c *Config) {
+			if time.Duration(c.CNI.Timeout) != 20*time.Second || time.Duration(Default().CNI.Timeout) != time.Minute {
+				t.Errorf("cni.timeout = %s, default %s", time.Duration(c.CNI.Timeout), time.Duration(Default().CNI.Timeout))
+			}
+		}},
+		{"cni timeout not positive", "[cni]\ntimeout = \"0s\"\n", "cni.timeout: must be positive", nil},
 		{"handler without path", "[runtimes.x]\nroot = \"/r\"\n", "runtimes.x.path", nil},
 		{"ops keys off by default", "", "", func(t *testing.T, c *Config) {
 			if c.LogFormat != "text" || c.Metrics.Address != "" || c.Debug.Address != "" || c.Debug.AllowNonLoopback {
@@ -218,7 +224,7 @@ var secretKeys = map[string]bool{
 	"root": false, "state": false, "listen": false, "log_level": false, "default_runtime": false,
 	"pause_binary": false, "pause_image": false, "cgroup_driver": false, "cgroup_parent": false, "shm_size": false,
 	"infra_oom_score_adj": false, "image_pull_progress_timeout": false, "log_format": false,
-	"cni.conf_dir": false, "cni.bin_dirs": false, "cni.cache_dir": false, "cni.write_default": false,
+	"cni.conf_dir": false, "cni.bin_dirs": false, "cni.timeout": false, "cni.cache_dir": false, "cni.write_default": false,
 	"cni.default_name": false, "cni.default_bridge": false, "cni.default_subnet": false,
 	"runtimes.*.path": false, "runtimes.*.root": false,
 	"registries.*.endpoints": false, "registries.*.skip_upstream": false, "registries.*.username": false,

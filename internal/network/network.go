@@ -20,9 +20,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 	"golang.org/x/sys/unix"
 
 	"github.com/huskrt/husk/internal/atomicfile"
@@ -42,8 +40,17 @@ type Options struct {
 	CacheDir string
 	// NetnsDir holds the namespace pins (<NetnsDir>/<id>).
 	NetnsDir string
-	Logger   *slog.Logger
+	// Timeout bounds one ADD or DEL of the whole plugin list; a plugin
+	// still running then is killed with its process group. Zero means
+	// DefaultTimeout.
+	Timeout time.Duration
+	Logger  *slog.Logger
 }
+
+// DefaultTimeout bounds a CNI ADD or DEL: well below the kubelet's
+// 4-minute RunPodSandbox timeout, with room for the DEL that undoes a
+// failed ADD.
+const DefaultTimeout = time.Minute
 
 // Manager sets up and tears down pod networks.
 type Manager struct {
@@ -64,6 +71,9 @@ func New(opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
 	for _, d := range []string{opts.CacheDir, opts.NetnsDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("network: %w", err)
@@ -71,12 +81,11 @@ func New(opts Options) (*Manager, error) {
 	}
 	return &Manager{
 		opts: opts,
-		// An explicit exec: given nil, libcni sets a default on first use,
-		// a data race between concurrent first ADDs (containerd/go-cni#81).
-		cni: libcni.NewCNIConfigWithCacheDir(opts.BinDirs, opts.CacheDir, &invoke.DefaultExec{
-			RawExec:       &invoke.RawExec{Stderr: os.Stderr},
-			PluginDecoder: version.PluginDecoder{},
-		}),
+		// Our exec, given up front: it kills a plugin's whole process
+		// group at the timeout, and an explicit exec also keeps libcni from
+		// setting a default on first use, a data race between concurrent
+		// first ADDs (containerd/go-cni#81).
+		cni: libcni.NewCNIConfigWithCacheDir(opts.BinDirs, opts.CacheDir, &pluginExec{stderr: os.Stderr}),
 		log: opts.Logger,
 	}, nil
 }
@@ -238,13 +247,15 @@ func (a Attachment) runtimeConf() *libcni.RuntimeConf {
 	return rt
 }
 
-// Setup runs CNI ADD. It does not undo a failed ADD: the caller always
-// calls Teardown after any Setup attempt.
+// Setup runs CNI ADD, bounded by the timeout. It does not undo a failed
+// ADD: the caller always calls Teardown after any Setup attempt.
 func (m *Manager) Setup(ctx context.Context, a Attachment) (Result, error) {
 	list, err := m.network()
 	if err != nil {
 		return Result{}, fmt.Errorf("cni add for sandbox %s: %v: %w", a.SandboxID, err, errdefs.ErrUnavailable)
 	}
+	ctx, cancel := m.bounded(ctx)
+	defer cancel()
 	rt := a.runtimeConf()
 	plugins := withoutIdlePlugins(list, rt)
 	res, err := m.cni.AddNetworkList(ctx, plugins, rt)
@@ -266,6 +277,16 @@ func (m *Manager) Setup(ctx context.Context, a Attachment) (Result, error) {
 		return Result{}, fmt.Errorf("cni add for sandbox %s: convert result: %w", a.SandboxID, err)
 	}
 	return podIPs(r), nil
+}
+
+// errTimeout is the cause of an ADD or DEL cancelled by the timeout.
+var errTimeout = errors.New("did not finish within [cni] timeout")
+
+// bounded is ctx cut at the timeout, with errTimeout as its cause: the
+// plugin then running is killed with its process group, and the error
+// says which knob ended it.
+func (m *Manager) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, m.opts.Timeout, fmt.Errorf("%w (%s): %w", errTimeout, m.opts.Timeout, context.DeadlineExceeded))
 }
 
 // capabilityOnly are plugins whose whole work comes from one runtime
@@ -343,6 +364,8 @@ func (m *Manager) Teardown(ctx context.Context, a Attachment) error {
 	if cached != nil {
 		rt.CapabilityArgs = cached.CapabilityArgs
 	}
+	ctx, cancel := m.bounded(ctx)
+	defer cancel()
 	if err := m.cni.DelNetworkList(ctx, withoutIdlePlugins(list, rt), rt); err != nil {
 		return fmt.Errorf("cni del for sandbox %s (network %s): %w", a.SandboxID, list.Name, err)
 	}
@@ -398,10 +421,7 @@ func (m *Manager) GC(ctx context.Context, known func(sandboxID string) bool) (Re
 			continue
 		}
 		a := Attachment{SandboxID: att.ContainerID, NetnsPath: att.NetNS}
-		dctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := m.Teardown(dctx, a)
-		cancel()
-		if err != nil {
+		if err := m.Teardown(ctx, a); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -131,10 +131,11 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		}
 	}()
 
-	// The runtime and the CNI plugins are never killed half-way: a runc or
-	// bridge plugin killed mid-setup leaves state nobody records and
-	// orphans nobody reaps. They run to the end on opCtx; a cancelled
-	// request is noticed between steps and undone.
+	// A cancelled request does not kill the runtime or the CNI plugins
+	// half-way: they run on opCtx, and the request's end is noticed
+	// between steps and undone. Only a plugin that hangs past the [cni]
+	// timeout is killed (internal/network), and the undo's DEL releases
+	// what its ADD had done.
 	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
 	defer cancel()
 	steps := []struct {
