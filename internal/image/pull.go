@@ -19,6 +19,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
@@ -155,10 +156,13 @@ func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, er
 		if err == nil {
 			return id, nil
 		}
-		// The final error says what the user must fix: credentials when
-		// any endpoint refused them, the reference when every endpoint
-		// lacks it, else the registries themselves.
+		// The final error says what the user must fix: the node's disk
+		// when the store is full (no other endpoint can help), credentials
+		// when any endpoint refused them, the reference when every
+		// endpoint lacks it, else the registries themselves.
 		switch {
+		case errors.Is(err, syscall.ENOSPC):
+			kind = errdefs.ErrResourceExhausted
 		case errdefs.IsUnauthorized(err):
 			kind = errdefs.ErrUnauthenticated
 		case errdefs.IsNotFound(err):
@@ -170,6 +174,9 @@ func (s *Service) pull(ctx context.Context, r Reference, auth *Auth) (string, er
 			scheme = "http://"
 		}
 		tried = append(tried, scheme+ep.host+": "+scrub.Replace(err.Error()))
+		if kind == errdefs.ErrResourceExhausted {
+			break
+		}
 	}
 	if len(tried) == 0 {
 		return "", fmt.Errorf("pull %s: no endpoint configured (skip_upstream without endpoints): %w", r, errdefs.ErrInvalidArgument)
