@@ -39,6 +39,24 @@ type Auth struct {
 	Username, Password, Auth, IdentityToken, RegistryToken string
 }
 
+// check refuses credentials that cannot go in an HTTP header as they are
+// (auth, identity and registry tokens; a username and password are
+// base64-encoded): a control character is a malformed request, not a
+// registry that is unavailable. The error names the field, never its value.
+func (a *Auth) check() error {
+	if a == nil {
+		return nil
+	}
+	for _, f := range []struct{ name, value string }{
+		{"auth", a.Auth}, {"identity_token", a.IdentityToken}, {"registry_token", a.RegistryToken},
+	} {
+		if strings.ContainsFunc(f.value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+			return fmt.Errorf("auth.%s holds a control character: %w", f.name, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
 func (a *Auth) authenticator() authn.Authenticator {
 	if a == nil || *a == (Auth{}) {
 		return nil
@@ -119,6 +137,9 @@ func (e endpoint) configAuth() *Auth {
 func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (string, error) {
 	r, err := ParseReference(ref)
 	if err != nil {
+		return "", err
+	}
+	if err := auth.check(); err != nil {
 		return "", err
 	}
 	key := r.String()
