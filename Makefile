@@ -29,7 +29,7 @@ RACE    ?= -race
 E2E_RACE ?= -race
 E2EBIN  := $(BIN)/e2e
 
-.PHONY: all build e2e-bin deps run test chaos lint unit bench kubelet-e2e install clean
+.PHONY: all build e2e-bin deps run test chaos fuzz lint unit bench kubelet-e2e install clean
 
 all: build
 
@@ -65,9 +65,12 @@ e2e-bin:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(E2EBIN)/husk-pause ./cmd/husk-pause
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(E2EBIN)/husk-monitor ./cmd/husk-monitor
 
-# The chaos tests (kill -9 of huskd mid-calls, a pod's monitor killed, a
-# simulated reboot, a damaged store): the slow ones are built only with
-# -tags chaos; `make test` runs the fast ones.
+# The chaos tests (faults injected into a live huskd, each ending with the
+# leak check: kill -9 of huskd mid-calls, a pod's monitor killed, a
+# simulated reboot, a damaged store, CNI plugins that hang or are killed,
+# a full image store, load): the slow ones are built only with -tags
+# chaos; `make test` runs the fast ones. README.md says what each injects
+# and how long it takes.
 chaos: deps build
 	cd test/e2e && HUSK_BIN=$(BIN) $(GO) test $(TESTFLAGS) -tags chaos -run '^TestChaos' -v ./...
 
@@ -76,6 +79,15 @@ chaos: deps build
 test: deps build lint e2e-bin
 	$(GO) test $(RACE) $(TESTFLAGS) -p 1 ./...
 	cd test/e2e && HUSK_BIN=$(E2EBIN) $(GO) test $(RACE) $(TESTFLAGS) ./...
+
+# FuzzCRI for FUZZTIME: random CRI requests to huskd's parts built in the
+# test process (root). One worker: each input runs pods on the machine.
+# The seed run after it removes what a worker killed at the end left, and
+# `make test` runs the seeds alone.
+FUZZTIME ?= 10m
+fuzz: deps build
+	HUSK_BIN=$(BIN) $(GO) test -timeout 0 -run '^FuzzCRI$$' -fuzz '^FuzzCRI$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 10x -parallel 1 ./cmd/huskd
+	HUSK_BIN=$(BIN) $(GO) test -count=1 -run '^FuzzCRI$$' ./cmd/huskd
 
 # The tests that need neither root nor the kernel's namespaces, mounts and
 # cgroups (go test -short); the others skip, saying what they need.

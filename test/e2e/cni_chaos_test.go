@@ -79,7 +79,7 @@ exit 0
 // before it is released. When DEL hangs too, the undo is bounded the same
 // way and the sandbox stays NOTREADY, holding what is left, until a stop
 // finds DEL working again.
-func TestCNIPluginHangs(t *testing.T) {
+func TestChaosCNIPluginHangs(t *testing.T) {
 	t.Parallel()
 	const timeout = 2 * time.Second
 	e := newEnv(t, func(en *env) { en.plugins = en.bridgePlugin() + `, {"type": "hang"}` })
@@ -136,7 +136,7 @@ func TestCNIPluginHangs(t *testing.T) {
 // A plugin killed in the middle of ADD, after the bridge set up the veth,
 // the IP and the masquerade rules: the failure rolls back, and the next
 // RunPodSandbox of the same pod works.
-func TestCNIPluginKilledMidAdd(t *testing.T) {
+func TestChaosCNIPluginKilledMidAdd(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(en *env) {
 		en.plugins = strings.Replace(en.bridgePlugin(), `"type": "bridge"`, `"type": "bridgekill"`, 1)

@@ -53,7 +53,7 @@ func randomLayer(t *testing.T, size int) v1.Layer {
 // leaves no temporary or partial blob, no half-unpacked layer and no
 // record; the code is ResourceExhausted (the node's disk, not the
 // registry). Once the tmpfs grows, both pulls work.
-func TestPullOnFullDisk(t *testing.T) {
+func TestChaosPullOnFullDisk(t *testing.T) {
 	t.Parallel()
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(reg.Close)
