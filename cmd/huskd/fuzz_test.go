@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -27,6 +28,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/config"
+	"github.com/huskrt/husk/internal/testutil"
 )
 
 // FuzzCRI sends sequences of random, well-typed requests for every RPC
@@ -47,14 +49,11 @@ import (
 //
 // Needs root. Run long with `make fuzz FUZZTIME=10m`.
 func FuzzCRI(f *testing.F) {
-	if testing.Short() {
-		f.Skip("-short: FuzzCRI needs root, runc and CNI plugins")
-	}
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			f.Fatal("FuzzCRI needs root")
-		}
-		f.Skip("FuzzCRI needs root")
+	testutil.RequiresRoot(f, "pods: namespaces, mounts, cgroups")
+	testutil.RequiresCommand(f, "runc")
+	testutil.RequiresFile(f, "/bin/busybox", "busybox-static")
+	if _, err := invoke.FindInPath("bridge", cniBinDirs); err != nil {
+		testutil.Missing(f, "needs the bridge CNI plugin (containernetworking-plugins): %v", err)
 	}
 	cleanStaleFuzzDirs(f)
 	h := newFuzzHusk(f)
@@ -90,6 +89,8 @@ type fuzzHusk struct {
 }
 
 const fuzzBusybox = "busybox:fuzz"
+
+var cniBinDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
 
 // trace logs every call and its answer (HUSK_FUZZ_TRACE=1, with -v).
 var trace = os.Getenv("HUSK_FUZZ_TRACE") != ""
@@ -183,7 +184,7 @@ func fuzzRegistry(f *testing.F) string {
 	host := strings.TrimPrefix(srv.URL, "http://")
 	img, err := busyboxImage()
 	if err != nil {
-		f.Skipf("no busybox image: %v", err)
+		f.Fatalf("busybox image: %v", err)
 	}
 	for _, tag := range []string{"busybox:fuzz", "busybox:other"} {
 		ref, _ := name.NewTag(host+"/library/"+tag, name.Insecure)
@@ -210,7 +211,7 @@ func (h *fuzzHusk) config(f *testing.F, bin, registryHost string) *config.Config
 	cfg.PauseBinary = filepath.Join(bin, "husk-pause")
 	cfg.CgroupParent = h.cgroup
 	cfg.LogLevel = "error"
-	cfg.CNI.ConfDir, cfg.CNI.BinDirs, cfg.CNI.WriteDefault = filepath.Join(h.node, "net.d"), []string{"/usr/lib/cni", "/opt/cni/bin"}, false
+	cfg.CNI.ConfDir, cfg.CNI.BinDirs, cfg.CNI.WriteDefault = filepath.Join(h.node, "net.d"), cniBinDirs, false
 	cfg.CNI.Timeout = config.Duration(20 * time.Second)
 	cfg.ImagePullProgressTimeout = config.Duration(10 * time.Second)
 	cfg.Registries = map[string]config.Registry{"*": {Endpoints: []string{"http://" + registryHost}, SkipUpstream: true}}
