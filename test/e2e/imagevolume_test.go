@@ -92,9 +92,9 @@ func volumeImages(t *testing.T) map[string]v1.Image {
 	return map[string]v1.Image{kittenRef: kitten, singleRef: single}
 }
 
-// imageVolumeEnv is a containerEnv that also pulled the volume images; it
-// returns each one's image ID (what the kubelet puts in Mount.image).
-func imageVolumeEnv(t *testing.T, opts ...envOption) (*env, map[string]v1.Image, map[string]string) {
+// serveVolumeImages serves the volume images from a registry of the
+// test's; the option points huskd's volumes.test at it.
+func serveVolumeImages(t *testing.T) (map[string]v1.Image, envOption) {
 	t.Helper()
 	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(reg.Close)
@@ -106,8 +106,15 @@ func imageVolumeEnv(t *testing.T, opts ...envOption) (*env, map[string]v1.Image,
 			t.Fatal(err)
 		}
 	}
-	cfg := fmt.Sprintf("[registries.\"volumes.test\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n", host)
-	e := containerEnvWith(t, append(opts, withConfig(cfg))...)
+	return imgs, withConfig(fmt.Sprintf("[registries.\"volumes.test\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n", host))
+}
+
+// imageVolumeEnv is a containerEnv that also pulled the volume images; it
+// returns each one's image ID (what the kubelet puts in Mount.image).
+func imageVolumeEnv(t *testing.T, opts ...envOption) (*env, map[string]v1.Image, map[string]string) {
+	t.Helper()
+	imgs, registryConfig := serveVolumeImages(t)
+	e := containerEnvWith(t, append(opts, registryConfig)...)
 	ids := map[string]string{}
 	for ref := range imgs {
 		resp, err := runtimeapi.NewImageServiceClient(e.conn).PullImage(e.ctx(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})

@@ -355,25 +355,33 @@ spec:
 		t.Errorf("the kubelet stopped the container with exit %d, want 42 (its SIGUSR2 trapped)", st.ExitCode)
 	}
 	waitState(t, e, second.PodSandboxId, runtimeapi.PodSandboxState_SANDBOX_NOTREADY, 60*time.Second)
+	k.stopAndAssertClean(iptablesBefore)
+	t.Logf("figures: pod up %s, restart after SIGKILL %s, whole test %s", up.Round(time.Millisecond),
+		restart.Round(time.Millisecond), time.Since(start).Round(time.Second))
+}
+
+// stopAndAssertClean stops the kubelet, removes the pods it left, and
+// fails on anything leaked: huskd's (netns, mounts, veths, processes...),
+// the kubelet's iptables rules and processes.
+func (k *kubelet) stopAndAssertClean(iptablesBefore string) {
+	k.t.Helper()
 	k.stop()
-	resp, err := e.rt.ListPodSandbox(e.ctx(), &runtimeapi.ListPodSandboxRequest{})
+	resp, err := k.e.rt.ListPodSandbox(k.e.ctx(), &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
-		t.Fatal(err)
+		k.t.Fatal(err)
 	}
 	var ids []string
 	for _, p := range resp.Items {
-		e.stopRemove(p.Id)
+		k.e.stopRemove(p.Id)
 		ids = append(ids, p.Id)
 	}
-	e.assertNoLeaks(ids...)
-	if after := iptablesRules(t); after != iptablesBefore && !otherKubelet(k) {
-		t.Errorf("iptables rules changed:\nbefore:\n%s\nafter:\n%s", iptablesBefore, after)
+	k.e.assertNoLeaks(ids...)
+	if after := iptablesRules(k.t); after != iptablesBefore && !otherKubelet(k) {
+		k.t.Errorf("iptables rules changed:\nbefore:\n%s\nafter:\n%s", iptablesBefore, after)
 	}
 	if b, _ := exec.Command("pgrep", "-f", k.dir).Output(); len(bytes.TrimSpace(b)) > 0 {
-		t.Errorf("processes of the kubelet left: %s", b)
+		k.t.Errorf("processes of the kubelet left: %s", b)
 	}
-	t.Logf("figures: pod up %s, restart after SIGKILL %s, whole test %s", up.Round(time.Millisecond),
-		restart.Round(time.Millisecond), time.Since(start).Round(time.Second))
 }
 
 // otherKubelet reports whether a kubelet other than k runs here (a node
