@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -412,4 +413,151 @@ func iptablesRules(t *testing.T) string {
 		}
 	}
 	return strings.Join(kube, "\n")
+}
+
+// imageVolumePod is a static pod reading two image volumes, one of them
+// also through a subPath (which the kubelet sends as image_sub_path), to
+// its log; then it waits to be stopped.
+const imageVolumePod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: imgvol
+  namespace: default
+spec:
+  os: {name: linux}
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 10
+  volumes:
+  - name: kitten
+    image: {reference: ` + kittenRef + `, pullPolicy: IfNotPresent}
+  - name: single
+    image: {reference: ` + singleRef + `, pullPolicy: IfNotPresent}
+  containers:
+  - name: reader
+    image: busybox:e2e
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "cat /volume/data.json; echo; cat /sub/os-release /single/single.txt; echo; trap 'exit 0' TERM; sleep 3600 & wait"]
+    volumeMounts:
+    - {name: kitten, mountPath: /volume}
+    - {name: kitten, mountPath: /sub, subPath: etc}
+    - {name: single, mountPath: /single}
+`
+
+// The kubelet runs a static pod with image volumes over huskd: it pulls
+// the volumes' images itself, the container reads their files (one
+// through a subPath), each volume is mounted read-only, and
+// ContainerStatus reports each mount with its image.
+func TestKubeletImageVolume(t *testing.T) {
+	binary := kubeletBinary(t)
+	iptablesBefore := iptablesRules(t)
+	_, registryConfig := serveVolumeImages(t)
+	e := containerEnvWith(t, registryConfig)
+	k := startKubelet(t, e, binary)
+	start := time.Now()
+	manifest := filepath.Join(k.manifests, "imgvol.yaml")
+	if err := os.WriteFile(manifest, []byte(imageVolumePod), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := k.running("reader", 0, 3*time.Minute)
+	up := time.Since(start)
+	t.Logf("pod with image volumes up %s after the kubelet started", up.Round(time.Millisecond))
+	for _, ref := range []string{kittenRef, singleRef} {
+		if len(e.lines("method=PullImage", "image="+ref, "code=OK")) == 0 {
+			t.Errorf("the kubelet did not pull %s through huskd", ref)
+		}
+	}
+
+	st, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"image": "kitten.jpg"}` + "\n" + `NAME="Alpine Linux"` + "\none layer\n"
+	if got := waitCRILog(st.Status.LogPath, want, 30*time.Second); got != want {
+		t.Errorf("the container's log %s: %q, want %q", st.Status.LogPath, got, want)
+	}
+	assertImageMounts(t, e, st.Status.Mounts)
+	assertReadOnlyInside(t, e, c.Id, "/volume", "/sub", "/single")
+
+	if err := os.Remove(manifest); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.waitExited(c.Id, 60*time.Second); st.ExitCode != 0 {
+		t.Errorf("the kubelet stopped the container with exit %d, want 0 (its SIGTERM trapped)", st.ExitCode)
+	}
+	waitState(t, e, c.PodSandboxId, runtimeapi.PodSandboxState_SANDBOX_NOTREADY, 60*time.Second)
+	k.stopAndAssertClean(iptablesBefore)
+	t.Logf("figures: pod up %s, whole test %s", up.Round(time.Millisecond), time.Since(start).Round(time.Second))
+}
+
+// waitCRILog waits until the stdout of a CRI log file (its full lines'
+// text) is want, and returns what it last read.
+func waitCRILog(path, want string, within time.Duration) string {
+	var got string
+	pollUntil(within, func() bool {
+		b, _ := os.ReadFile(path)
+		got = ""
+		for _, l := range strings.Split(string(b), "\n") {
+			// timestamp stream tag text
+			if f := strings.SplitN(l, " ", 4); len(f) == 4 && f[1] == "stdout" && f[2] == "F" {
+				got += f[3] + "\n"
+			}
+		}
+		return got == want
+	})
+	return got
+}
+
+// assertImageMounts checks ContainerStatus's image mounts: each with the
+// ID the kubelet pulled, the reference the pod named, read-only, and the
+// subPath as image_sub_path.
+func assertImageMounts(t *testing.T, e *env, mounts []*runtimeapi.Mount) {
+	t.Helper()
+	images := runtimeapi.NewImageServiceClient(e.conn)
+	ids := map[string]string{}
+	for _, ref := range []string{kittenRef, singleRef} {
+		resp, err := images.ImageStatus(e.ctx(), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+		if err != nil || resp.Image == nil {
+			t.Fatalf("ImageStatus %s: %v, %v", ref, resp, err)
+		}
+		ids[ref] = resp.Image.Id
+	}
+	want := map[string]struct{ ref, subPath string }{
+		"/volume": {kittenRef, ""}, "/sub": {kittenRef, "etc"}, "/single": {singleRef, ""},
+	}
+	for _, m := range mounts {
+		w, ok := want[m.ContainerPath]
+		if !ok {
+			continue
+		}
+		delete(want, m.ContainerPath)
+		if m.GetImage().GetImage() != ids[w.ref] || m.GetImage().GetUserSpecifiedImage() != w.ref ||
+			m.ImageSubPath != w.subPath || !m.Readonly || m.HostPath == "" {
+			t.Errorf("status mount %s = %v, want image %s (%s), image_sub_path %q, read-only, its host mount",
+				m.ContainerPath, m, ids[w.ref], w.ref, w.subPath)
+		}
+	}
+	for path := range want {
+		t.Errorf("ContainerStatus lacks the image mount at %s: %v", path, mounts)
+	}
+}
+
+// assertReadOnlyInside checks, from inside the container, that each path
+// is a read-only mount and refuses a write.
+func assertReadOnlyInside(t *testing.T, e *env, id string, paths ...string) {
+	t.Helper()
+	mi := e.exec(id, 10, "cat", "/proc/self/mountinfo")
+	options := map[string]string{}
+	for _, l := range strings.Split(string(mi.Stdout), "\n") {
+		if f := strings.Fields(l); len(f) > 5 {
+			options[f[4]] = f[5]
+		}
+	}
+	for _, p := range paths {
+		if opts, ok := options[p]; !ok || !slices.Contains(strings.Split(opts, ","), "ro") {
+			t.Errorf("%s in the container: mount options %q (mounted: %v), want ro", p, opts, ok)
+		}
+		if r := e.exec(id, 10, "sh", "-c", "touch "+p+"/x 2>/dev/null && echo writable || echo read-only"); string(r.Stdout) != "read-only\n" {
+			t.Errorf("a write to %s in the container: %q (stderr %q)", p, r.Stdout, r.Stderr)
+		}
+	}
 }
