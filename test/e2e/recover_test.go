@@ -146,7 +146,14 @@ func (e *env) flushRules(ids ...string) {
 // again), or fails the test.
 func takePID(t *testing.T, pid int) *exec.Cmd {
 	t.Helper()
-	for try := 0; try < 200; try++ {
+	// Other processes fork too, and a thread may hold the PID for a
+	// while: retry until it is free and ours, for a bounded time.
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
 		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0o644); err != nil {
 			t.Fatalf("ns_last_pid: %v", err)
 		}
@@ -162,8 +169,22 @@ func takePID(t *testing.T, pid int) *exec.Cmd {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}
-	t.Fatalf("could not start a process with PID %d", pid)
+	t.Fatalf("could not start a process with PID %d within 30 s; pidfds on it: %v", pid, pidfdHolders(pid))
 	return nil
+}
+
+// pidfdHolders lists the processes holding a pidfd on pid, which keeps the
+// number from being handed out again.
+func pidfdHolders(pid int) []string {
+	infos, _ := filepath.Glob("/proc/[0-9]*/fdinfo/*")
+	var holders []string
+	for _, f := range infos {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.Contains(string(b), "Pid:\t"+strconv.Itoa(pid)+"\n") {
+			holders = append(holders, f)
+		}
+	}
+	return holders
 }
 
 // containerState returns a container's status.
