@@ -183,7 +183,8 @@ func (d *daemon) openImages() (err error) {
 	d.images, err = image.New(image.Options{
 		Root: filepath.Join(d.cfg.Root, "images"), DB: d.store.DB(), Registries: registries(d.cfg.Registries),
 		PullProgressTimeout: time.Duration(d.cfg.ImagePullProgressTimeout), PinnedImages: pinned,
-		Pulls: recorder[image.PullObserver](d.metrics), Logger: d.log,
+		MaxConcurrentDownloads: d.cfg.MaxConcurrentDownloads,
+		Pulls:                  recorder[image.PullObserver](d.metrics), Logger: d.log,
 	})
 	return err
 }

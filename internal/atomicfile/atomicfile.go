@@ -3,7 +3,10 @@
 // content survives a crash once Commit returns: it is written to a
 // temporary file in the target's directory (a rename never crosses
 // filesystems), fsynced, renamed over the target, and the directory is
-// fsynced so that the rename itself is on disk.
+// fsynced so that the rename itself is on disk. Directories are put in
+// place with RenameDir and made durable with SyncFS, separately, so that
+// a caller committing many of them (the layers of an image) pays for one
+// writeback of the filesystem, before the record that refers to them.
 //
 // It imports only the standard library and x/sys: husk-monitor, a process
 // paid per pod, records exit codes with it.
@@ -114,28 +117,35 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 	return f.Commit()
 }
 
-// CommitDir renames the directory tmp, filled by the caller, to dst and
-// makes both its content and the rename durable. Per-file fsyncs would
-// cost one journal commit per file of a layer with thousands; syncfs(2)
-// writes back the whole filesystem holding tmp in one call instead (and
-// with it whatever else is dirty there). tmp must be on dst's
-// filesystem. When dst exists, the error matches os.ErrExist; on any
-// failure tmp is left for the caller to remove.
-func CommitDir(tmp, dst string) error {
-	d, err := os.Open(tmp)
-	if err != nil {
-		return fmt.Errorf("commit %s: %w", dst, err)
-	}
-	err = unix.Syncfs(int(d.Fd()))
-	d.Close()
-	if err != nil {
-		return fmt.Errorf("commit %s: syncfs: %w", dst, err)
-	}
+// RenameDir renames the directory tmp, filled by the caller, to dst,
+// without making either durable: a crash may leave dst with part of its
+// content, or leave it out. The caller must call SyncFS before anything
+// durable refers to dst, and must treat a dst that nothing durable refers
+// to as garbage after a crash (the image store's GC at start does). One
+// SyncFS after many RenameDirs costs one writeback instead of one each.
+// tmp must be on dst's filesystem. When dst exists, the error matches
+// os.ErrExist; on any failure tmp is left for the caller to remove.
+func RenameDir(tmp, dst string) error {
+	// A non-empty dst fails with ENOTEMPTY or EEXIST, both os.ErrExist.
 	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("commit %s: %w", dst, err)
+		return fmt.Errorf("rename %s into place: %w", dst, err)
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return fmt.Errorf("commit %s: %w", dst, err)
+	return nil
+}
+
+// SyncFS makes everything written to the filesystem holding path durable:
+// file contents, new names and renames. Per-file fsyncs would cost one
+// journal commit per file of a layer with thousands; syncfs(2) writes back
+// the whole filesystem in one call instead (and with it whatever else is
+// dirty there).
+func SyncFS(path string) error {
+	d, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("syncfs: %w", err)
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", path, err)
 	}
 	return nil
 }

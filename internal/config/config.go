@@ -62,6 +62,9 @@ type Config struct {
 	// manifest, config, layer blob) goes this long without an answer or a
 	// byte of its body.
 	ImagePullProgressTimeout Duration `toml:"image_pull_progress_timeout" comment:"a pull fails when one of its requests (token, manifest, config, layer) gets no answer or byte for this long"`
+	// MaxConcurrentDownloads bounds the layers one pull downloads, and
+	// unpacks as they arrive, at once (containerd's key of the same name).
+	MaxConcurrentDownloads int `toml:"max_concurrent_downloads" comment:"layers one pull downloads and unpacks at once"`
 
 	CNI        CNI                 `toml:"cni"`
 	Runtimes   map[string]Runtime  `toml:"runtimes"`
@@ -193,6 +196,7 @@ func Default() *Config {
 		ShmSize:                  64 << 20,
 		InfraOOMScoreAdj:         -998,
 		ImagePullProgressTimeout: Duration(5 * time.Minute),
+		MaxConcurrentDownloads:   3,
 		CNI: CNI{
 			ConfDir:       "/etc/cni/net.d",
 			BinDirs:       []string{"/opt/cni/bin", "/usr/lib/cni"},
@@ -298,6 +302,9 @@ func (c *Config) Validate() error {
 		}
 	default:
 		bad("cgroup_driver", "must be cgroupfs or systemd, got %q", c.CgroupDriver)
+	}
+	if c.MaxConcurrentDownloads < 1 {
+		bad("max_concurrent_downloads", "must be at least 1, got %d", c.MaxConcurrentDownloads)
 	}
 	if c.ShmSize <= 0 {
 		bad("shm_size", "must be positive, got %d", c.ShmSize)

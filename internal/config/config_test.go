@@ -40,6 +40,12 @@ func TestParse(t *testing.T) {
 		{"bad type names key", "shm_size = \"x\"\n", "shm_size", nil},
 		{"bad duration", "image_pull_progress_timeout = \"soon\"\n", "image_pull_progress_timeout", nil},
 		{"relative root", "root = \"var\"\n", "root: must be an absolute path", nil},
+		{"max concurrent downloads", "max_concurrent_downloads = 6\n", "", func(t *testing.T, c *Config) {
+			if c.MaxConcurrentDownloads != 6 || Default().MaxConcurrentDownloads != 3 {
+				t.Errorf("max_concurrent_downloads = %d, default %d", c.MaxConcurrentDownloads, Default().MaxConcurrentDownloads)
+			}
+		}},
+		{"max concurrent downloads below 1", "max_concurrent_downloads = 0\n", "max_concurrent_downloads: must be at least 1", nil},
 		{"writable layer refresh", "[stats]\nwritable_layer_refresh = \"2s\"\n", "", func(t *testing.T, c *Config) {
 			got, def := time.Duration(c.Stats.WritableLayerRefresh), time.Duration(Default().Stats.WritableLayerRefresh)
 			if got != 2*time.Second || def != 10*time.Second {
@@ -224,7 +230,8 @@ var secretKeys = map[string]bool{
 	"root": false, "state": false, "listen": false, "log_level": false, "default_runtime": false,
 	"pause_binary": false, "pause_image": false, "cgroup_driver": false, "cgroup_parent": false, "shm_size": false,
 	"infra_oom_score_adj": false, "image_pull_progress_timeout": false, "log_format": false,
-	"cni.conf_dir": false, "cni.bin_dirs": false, "cni.timeout": false, "cni.cache_dir": false, "cni.write_default": false,
+	"max_concurrent_downloads": false,
+	"cni.conf_dir":             false, "cni.bin_dirs": false, "cni.timeout": false, "cni.cache_dir": false, "cni.write_default": false,
 	"cni.default_name": false, "cni.default_bridge": false, "cni.default_subnet": false,
 	"runtimes.*.path": false, "runtimes.*.root": false,
 	"registries.*.endpoints": false, "registries.*.skip_upstream": false, "registries.*.username": false,

@@ -45,7 +45,7 @@ type testRegistry struct {
 	stall atomic.Value   // string: a blob digest whose responses hang
 }
 
-func newRegistry(t *testing.T, wrap func(http.Handler) http.Handler) *testRegistry {
+func newRegistry(t testing.TB, wrap func(http.Handler) http.Handler) *testRegistry {
 	t.Helper()
 	r := &testRegistry{gets: map[string]int{}}
 	var h http.Handler = registry.New(registry.Logger(nopLogger()))
@@ -85,7 +85,7 @@ func (r *testRegistry) blobGets(digest string) int {
 	return n
 }
 
-func (r *testRegistry) push(t *testing.T, repoTag string, img v1.Image) {
+func (r *testRegistry) push(t testing.TB, repoTag string, img v1.Image) {
 	t.Helper()
 	ref, err := name.NewTag(r.host+"/"+repoTag, name.Insecure)
 	if err != nil {
@@ -105,7 +105,7 @@ func newService(t *testing.T, root string, db *bolt.DB, regs map[string]Registry
 	return s
 }
 
-func openDB(t *testing.T, dir string) *bolt.DB {
+func openDB(t testing.TB, dir string) *bolt.DB {
 	t.Helper()
 	db, err := bolt.Open(filepath.Join(dir, "db"), 0o600, nil)
 	if err != nil {

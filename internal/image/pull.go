@@ -14,15 +14,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -216,7 +213,12 @@ func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *
 	// connections end with it.
 	tr := &watchdogTransport{inner: inner, timeout: s.opts.PullProgressTimeout}
 	defer tr.CloseIdleConnections()
-	desc, img, err := resolve(ctx, r, ep, tr, auth, platform)
+	// The layers' requests carry the context the image is resolved with:
+	// cancelling it ends them all when one fails.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	start := time.Now()
+	desc, img, err := resolve(ctx, r, ep, tr, auth, platform, s.opts.MaxConcurrentDownloads)
 	if err != nil {
 		return "", err
 	}
@@ -231,19 +233,30 @@ func (s *Service) pullFrom(ctx context.Context, r Reference, ep endpoint, auth *
 	if err := s.writeBlob(p.configName.String(), bytes.NewReader(p.config)); err != nil {
 		return "", err
 	}
-	if err := s.fetchLayers(ctx, p); err != nil {
+	layersAt := time.Now()
+	if err := s.fetchLayers(ctx, cancel, p); err != nil {
 		return "", err
 	}
+	syncAt := time.Now()
+	if err := s.syncStore(); err != nil {
+		return "", err
+	}
+	recordAt := time.Now()
 	rec := p.record()
 	if err := s.record(rec, r, desc.Digest.String()); err != nil {
 		return "", err
 	}
+	s.log.Debug("image pulled", "image", r.String(), "id", rec.ID, "layers", len(rec.Layers),
+		"manifest_and_config", layersAt.Sub(start), "layers_time", syncAt.Sub(layersAt),
+		"syncfs", recordAt.Sub(syncAt), "record", time.Since(recordAt))
 	return rec.ID, nil
 }
 
 // resolve fetches the manifest r names at ep: this platform's image when
 // r names an index.
-func resolve(ctx context.Context, r Reference, ep endpoint, tr http.RoundTripper, auth *Auth, platform v1.Platform) (*remote.Descriptor, v1.Image, error) {
+// jobs bounds go-containerregistry's own limit on concurrent blob fetches
+// (4 by default), which must not be below the pull's.
+func resolve(ctx context.Context, r Reference, ep endpoint, tr http.RoundTripper, auth *Auth, platform v1.Platform, jobs int) (*remote.Descriptor, v1.Image, error) {
 	nref, err := r.on(ep.host, ep.insecure)
 	if err != nil {
 		return nil, nil, err
@@ -255,7 +268,7 @@ func resolve(ctx context.Context, r Reference, ep endpoint, tr http.RoundTripper
 	if a == nil {
 		a = authn.Anonymous
 	}
-	desc, err := remote.Get(nref, remote.WithContext(ctx), remote.WithTransport(tr), remote.WithAuth(a), remote.WithPlatform(platform))
+	desc, err := remote.Get(nref, remote.WithContext(ctx), remote.WithTransport(tr), remote.WithAuth(a), remote.WithPlatform(platform), remote.WithJobs(jobs))
 	if err != nil {
 		return nil, nil, classify(err)
 	}
@@ -303,35 +316,14 @@ func fetchConfig(img v1.Image) (*pulled, error) {
 	return p, nil
 }
 
-// held names what the pull writes: the config blob, each layer's blob and
+// held names what the pull writes: the config blob and each layer's
 // unpacked dir.
 func (p *pulled) held() []string {
 	held := []string{p.configName.Hex}
-	for i, l := range p.manifest.Layers {
-		held = append(held, l.Digest.Hex, p.configFile.RootFS.DiffIDs[i].Hex)
+	for _, d := range p.configFile.RootFS.DiffIDs {
+		held = append(held, d.Hex)
 	}
 	return held
-}
-
-// fetchLayers fetches and unpacks the layers, in parallel. A layer that
-// several pulls want at once is fetched by one of them.
-func (s *Service) fetchLayers(ctx context.Context, p *pulled) error {
-	layers, err := p.img.Layers()
-	if err != nil {
-		return classify(err)
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(layers))
-	for i, l := range layers {
-		digest, diffID := p.manifest.Layers[i].Digest.String(), p.configFile.RootFS.DiffIDs[i].String()
-		wg.Go(func() {
-			_, errs[i] = merged(ctx, &s.layers, diffID, "layer "+diffID, s.log, func() (struct{}, error) {
-				return struct{}{}, s.fetchLayer(ctx, l, digest, diffID)
-			})
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
 
 // record is the image's record: ID (the config digest), size (the
@@ -431,73 +423,10 @@ func appendNew(list []string, v string) []string {
 	return append(list, v)
 }
 
-// fetchLayer downloads a layer blob (verified) and unpacks it into its
-// layer dir, each through a temporary name renamed into place, so a
-// crash never leaves a half layer that a later pull would trust.
-func (s *Service) fetchLayer(ctx context.Context, l v1.Layer, digest, diffID string) error {
-	dir := s.layerDir(diffID)
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
-	if _, err := os.Stat(s.blobPath(digest)); err != nil {
-		rc, err := l.Compressed()
-		if err != nil {
-			return fmt.Errorf("layer %s: %w", digest, classify(err))
-		}
-		err = s.writeBlob(digest, rc)
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("layer %s: %w", digest, err)
-		}
-	}
-	tmp, err := os.MkdirTemp(filepath.Join(s.opts.Root, "tmp"), "layer-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	f, err := os.Open(s.blobPath(digest))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	// gzip, zstd or plain tar, told apart by their magic numbers.
-	r, err := compression.DecompressStream(f)
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", digest, err)
-	}
-	defer r.Close()
-	h := sha256.New()
-	if err := unpack(ctx, io.TeeReader(r, h), tmp); err != nil {
-		return fmt.Errorf("layer %s: %w", digest, err)
-	}
-	// The rest of the stream (tar padding) counts for the diff ID too.
-	if _, err := io.Copy(h, r); err != nil {
-		return fmt.Errorf("layer %s: %w", digest, err)
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != diffID {
-		return fmt.Errorf("layer %s: uncompressed digest %s, config says %s", digest, got, diffID)
-	}
-	// Measured here, where its files are still in the page cache, so that
-	// the store's usage never needs a walk (usage.go).
-	size, err := measure(tmp)
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", digest, err)
-	}
-	// Another pull that unpacked it first wins: same diff ID, same content.
-	if err := atomicfile.CommitDir(tmp, dir); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return nil
-		}
-		return fmt.Errorf("layer %s: %w", digest, err)
-	}
-	s.usage.add(layerKey(strings.TrimPrefix(diffID, "sha256:")), size)
-	s.measureDirs()
-	return nil
-}
-
-// writeBlob writes r to the content store under digest, hashing as it
-// writes; a blob whose content does not match is never kept. The blob is
-// written under a temporary name beside it, which GC leaves alone.
+// writeBlob writes r (an image config: layer blobs are not kept) to the
+// content store under digest, hashing as it writes; a blob whose content
+// does not match is never kept. The blob is written under a temporary name
+// beside it, which GC leaves alone, and fsynced: a warm pull has no syncfs.
 func (s *Service) writeBlob(digest string, r io.Reader) error {
 	dst := s.blobPath(digest)
 	if _, err := os.Stat(dst); err == nil {
@@ -509,12 +438,12 @@ func (s *Service) writeBlob(digest string, r io.Reader) error {
 	}
 	defer f.Abort()
 	h := sha256.New()
-	w := io.MultiWriter(f, h)
-	if s.opts.Pulls != nil {
-		w = io.MultiWriter(f, h, pulledBytes{s.opts.Pulls})
-	}
-	if _, err := io.Copy(w, r); err != nil {
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if err != nil {
 		return fmt.Errorf("blob %s: %w", digest, err)
+	}
+	if s.opts.Pulls != nil {
+		s.opts.Pulls.PulledBytes(n)
 	}
 	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
 		return fmt.Errorf("blob %s: content has digest %s", digest, got)
@@ -529,15 +458,6 @@ func (s *Service) writeBlob(digest string, r io.Reader) error {
 	s.usage.add(blobKey(strings.TrimPrefix(digest, "sha256:")), size)
 	s.measureDirs()
 	return nil
-}
-
-// pulledBytes tells an observer of what a blob write receives, as it
-// arrives.
-type pulledBytes struct{ obs PullObserver }
-
-func (p pulledBytes) Write(b []byte) (int, error) {
-	p.obs.PulledBytes(int64(len(b)))
-	return len(b), nil
 }
 
 // merged runs fn once for every caller that asks for key while it runs:

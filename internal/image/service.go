@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -37,6 +38,9 @@ type Options struct {
 	// without its own entry.
 	Registries          map[string]Registry
 	PullProgressTimeout time.Duration
+	// MaxConcurrentDownloads bounds the layers one pull fetches (and
+	// unpacks) at once; 0 is DefaultMaxConcurrentDownloads.
+	MaxConcurrentDownloads int
 	// PinnedImages are references reported pinned (the pause image).
 	PinnedImages []string
 	// Pulls hears what pulls download and how long they take; nil hears
@@ -103,10 +107,12 @@ type Service struct {
 	opts Options
 	log  *slog.Logger
 
-	// pulls merges identical concurrent pulls; layers merges concurrent
-	// fetches of one layer by different pulls.
-	pulls  singleflight.Group
-	layers singleflight.Group
+	// pulls merges identical concurrent pulls.
+	pulls singleflight.Group
+	// fetches are the layers being fetched, by diff ID: a pull that wants
+	// one of them waits for it (fetchMerged).
+	fetchesMu sync.Mutex
+	fetches   map[string]*layerFetch
 
 	// mu serialises record changes with the GC of layers, so a layer a
 	// pull just unpacked is never removed before its record exists.
@@ -129,6 +135,17 @@ type Service struct {
 	// mount point of the filesystem holding Root.
 	usage      storeUsage
 	mountpoint string
+
+	// commits counts the layers renamed into place; synced is the count
+	// the last syncfs covered (syncStore), guarded by syncMu. kickMu
+	// guards the background writeback (kickWriteback): one running, and
+	// whether commits came since it started.
+	commits            atomic.Uint64
+	syncFS             func(path string) error // atomicfile.SyncFS; tests watch it
+	syncMu             sync.Mutex
+	synced             uint64
+	kickMu             sync.Mutex
+	kicking, kickAgain bool
 }
 
 // New opens the store and clears temporary downloads. Call GC once the
@@ -140,6 +157,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.PullProgressTimeout <= 0 {
 		opts.PullProgressTimeout = 5 * time.Minute
+	}
+	if opts.MaxConcurrentDownloads <= 0 {
+		opts.MaxConcurrentDownloads = DefaultMaxConcurrentDownloads
 	}
 	for _, d := range []string{"blobs/sha256", "layers", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(opts.Root, d), 0o700); err != nil {
@@ -158,6 +178,7 @@ func New(opts Options) (*Service, error) {
 		return nil, fmt.Errorf("image store: %w", err)
 	}
 	s := &Service{opts: opts, log: opts.Logger, index: map[string]*Image{}, held: map[string]int{}, owners: map[string]map[string]bool{},
+		fetches: map[string]*layerFetch{}, syncFS: atomicfile.SyncFS,
 		usage: storeUsage{items: map[string]usage{}, unsaved: map[string]bool{}}}
 	err = opts.DB.View(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketImages)).ForEach(func(k, v []byte) error {
@@ -383,12 +404,11 @@ func (s *Service) gcLocked() ([]string, error) {
 		for _, l := range img.Layers {
 			usedLayers[strings.TrimPrefix(l, "sha256:")] = true
 		}
+		// Layer blobs are not kept (fetchLayer): those an older husk
+		// kept go with the next GC.
 		var m v1.Manifest
 		if err := json.Unmarshal(img.Manifest, &m); err == nil {
 			usedBlobs[m.Config.Digest.Hex] = true
-			for _, l := range m.Layers {
-				usedBlobs[l.Digest.Hex] = true
-			}
 		}
 	}
 	var removed []string
