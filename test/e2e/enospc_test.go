@@ -26,18 +26,20 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// randomLayer is a layer holding one file of size random (incompressible)
-// bytes.
-func randomLayer(t *testing.T, size int) v1.Layer {
+// randomLayer is a layer holding one file of random (incompressible)
+// bytes per size, data0, data1, ... in that order.
+func randomLayer(t *testing.T, sizes ...int) v1.Layer {
 	t.Helper()
-	body := make([]byte, size)
-	_, _ = rand.Read(body)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(&tar.Header{Name: "data", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(size)}); err != nil {
-		t.Fatal(err)
+	for i, size := range sizes {
+		body := make([]byte, size)
+		_, _ = rand.Read(body)
+		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("data%d", i), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(size)}); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = tw.Write(body)
 	}
-	_, _ = tw.Write(body)
 	tw.Close()
 	b := buf.Bytes()
 	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
@@ -48,8 +50,9 @@ func randomLayer(t *testing.T, size int) v1.Layer {
 }
 
 // ENOSPC while pulling, on an image store that is a 4 MiB tmpfs: a layer
-// whose blob does not fit, then one whose blob fits but whose unpacked
-// files do not. Each pull fails naming the layer and the lack of space,
+// whose one file does not fit, then one whose first file fits and whose
+// second does not (a layer streams into its dir as it downloads; its blob
+// is not kept). Each pull fails naming the layer and the lack of space,
 // leaves no temporary or partial blob, no half-unpacked layer and no
 // record; the code is ResourceExhausted (the node's disk, not the
 // registry). Once the tmpfs grows, both pulls work.
@@ -60,8 +63,8 @@ func TestChaosPullOnFullDisk(t *testing.T) {
 	host := strings.TrimPrefix(reg.URL, "http://")
 	small := randomLayer(t, 64<<10)
 	images := map[string]v1.Layer{
-		"blobfull:1":   randomLayer(t, 6<<20), // the compressed blob alone is larger than the store
-		"unpackfull:1": randomLayer(t, 5<<19), // 2.5 MiB: the blob fits, blob and files do not
+		"filefull:1":   randomLayer(t, 6<<20),        // its one file is larger than the store
+		"secondfull:1": randomLayer(t, 2<<20, 3<<20), // 2 MiB fit, 3 more do not
 	}
 	for ref, big := range images {
 		img, err := mutate.AppendLayers(empty.Image, small, big)
@@ -89,7 +92,7 @@ func TestChaosPullOnFullDisk(t *testing.T) {
 		return resp.GetImageRef(), err
 	}
 
-	for _, ref := range []string{"blobfull:1", "unpackfull:1"} {
+	for _, ref := range []string{"filefull:1", "secondfull:1"} {
 		digest, _ := images[ref].Digest()
 		_, err := pull(ref)
 		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "layer "+digest.String()) ||
@@ -97,7 +100,7 @@ func TestChaosPullOnFullDisk(t *testing.T) {
 			t.Fatalf("pull of %s on a full store = %v; want ResourceExhausted, ENOSPC naming layer %s", ref, err, digest)
 		}
 		t.Logf("%s: %v", ref, err)
-		assertNoPartialImage(t, store, images[ref], ref == "blobfull:1")
+		assertNoPartialImage(t, store, images[ref])
 		list, err := client.ListImages(e.ctx(), &runtimeapi.ListImagesRequest{})
 		if err != nil || len(list.Images) != 0 {
 			t.Errorf("after a failed pull of %s, ListImages = %v, %v", ref, list.GetImages(), err)
@@ -126,9 +129,8 @@ func TestChaosPullOnFullDisk(t *testing.T) {
 }
 
 // assertNoPartialImage: no temporary blob, nothing in tmp/, no layer dir
-// of the layer that failed, and no blob of it either when its download
-// failed (one that failed to unpack is whole and verified).
-func assertNoPartialImage(t *testing.T, store string, failed v1.Layer, blobFailed bool) {
+// of the layer that failed and no blob of it.
+func assertNoPartialImage(t *testing.T, store string, failed v1.Layer) {
 	t.Helper()
 	digest, _ := failed.Digest()
 	diffID, _ := failed.DiffID()
@@ -137,8 +139,8 @@ func assertNoPartialImage(t *testing.T, store string, failed v1.Layer, blobFaile
 		if strings.HasPrefix(b.Name(), ".") {
 			t.Errorf("temporary blob %s left", b.Name())
 		}
-		if blobFailed && b.Name() == digest.Hex {
-			t.Errorf("the blob whose download failed, %s, is kept", digest)
+		if b.Name() == digest.Hex {
+			t.Errorf("the blob of the layer that failed, %s, is kept", digest)
 		}
 	}
 	if tmp, _ := os.ReadDir(filepath.Join(store, "tmp")); len(tmp) > 0 {
