@@ -25,13 +25,16 @@ import (
 // in-process registry on 127.0.0.1 that both runtimes use as the mirror
 // of docker.io.
 type benchImages struct {
-	host string
-	srv  *httptest.Server
+	host  string
+	srv   *httptest.Server
+	blobs *benchBlobs
 	// cold are 5-layer images of ~50 MB with no layer in common; warm[i]
 	// has cold[i]'s layers under another config.
 	cold, warm []string
 	// small are the images ListImages is timed with.
 	small []string
+	// big are the images of the big image scenario (bigimages.go).
+	big []*bigImage
 }
 
 const (
@@ -44,7 +47,8 @@ const (
 // startImages pushes the busybox image and, with all, the images of the
 // pull scenarios.
 func startImages(all bool) (*benchImages, error) {
-	b := &benchImages{srv: httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))}
+	b := &benchImages{blobs: newBenchBlobs()}
+	b.srv = httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithBlobHandler(b.blobs)))
 	b.host = strings.TrimPrefix(b.srv.URL, "http://")
 	push := func(repoTag string, img v1.Image) error {
 		ref, err := name.NewTag(b.host+"/"+repoTag, name.Insecure)

@@ -10,7 +10,12 @@
 // each; -node-only runs only it) reports the daemons' memory, making and
 // removing all pods, and the calls the kubelet polls on a full node.
 //
+// The big images of issue 15 (-big-n cold pulls of an image of -big-layers
+// layers of -big-mib MiB, gzip and zstd; -big-only runs only them) run both
+// runtimes side by side and this machine's floor in the same rounds.
+//
 //	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-node-pods 110] [-node-only] [-only husk|containerd|metrics] [-scrape 1s] [-json out.json]
+//	           [-big-n 5] [-big-layers 8] [-big-mib 64] [-big-only] [-husk-downloads N]
 package main
 
 import (
@@ -40,6 +45,12 @@ type options struct {
 	huskConfig string
 	// scrape is how often the metrics overhead scenario scrapes.
 	scrape time.Duration
+	// The big image scenario: bigN cold pulls of each image of bigLayers
+	// layers of bigMiB MiB (0: skipped); bigOnly runs only it.
+	bigN, bigLayers, bigMiB int
+	bigOnly                 bool
+	// huskDownloads is huskd's max_concurrent_downloads (0: its default).
+	huskDownloads int
 }
 
 // result is one scenario's samples per runtime.
@@ -65,6 +76,11 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
 	flag.DurationVar(&o.scrape, "scrape", time.Second, "metrics overhead: scrape /metrics this often (0: never)")
+	flag.IntVar(&o.bigN, "big-n", 5, "cold pulls of each big image per runtime (0 skips them)")
+	flag.IntVar(&o.bigLayers, "big-layers", 8, "layers of the big images")
+	flag.IntVar(&o.bigMiB, "big-mib", 64, "MiB of incompressible data per layer of the big images")
+	flag.BoolVar(&o.bigOnly, "big-only", false, "run only the big image scenario")
+	flag.IntVar(&o.huskDownloads, "husk-downloads", 0, "huskd's max_concurrent_downloads (0: its default)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "husk-bench: %v\n", err)
@@ -84,13 +100,16 @@ func run(o options) error {
 	defer stop()
 
 	results := map[string]*result{}
-	add := func(name, unit, side string, target float64, v ...float64) {
+	addLimited := func(name, unit, side string, target, limit float64, v ...float64) {
 		r := results[name]
 		if r == nil {
-			r = &result{Name: name, Unit: unit, Samples: map[string][]float64{}, Target: target}
+			r = &result{Name: name, Unit: unit, Samples: map[string][]float64{}, Target: target, Limit: limit}
 			results[name] = r
 		}
 		r.Samples[side] = append(r.Samples[side], v...)
+	}
+	add := func(name, unit, side string, target float64, v ...float64) {
+		addLimited(name, unit, side, target, 0, v...)
 	}
 	networks := []struct {
 		name string
@@ -109,15 +128,24 @@ func run(o options) error {
 	for _, row := range nodeRows {
 		order = append(order, row.name)
 	}
-	imgs, err := startImages(o.only != "metrics")
+	for _, c := range []string{"gzip", "zstd"} {
+		order = append(order, newBigRows(c, o.bigLayers, o.bigMiB).names()...)
+	}
+	imgs, err := startImages(o.only != "metrics" && !o.bigOnly)
 	if err != nil {
 		return fmt.Errorf("bench images: %w", err)
 	}
 	defer imgs.close()
 	o.registry = imgs.host
+	big := o.bigN > 0 && (o.only == "" || o.bigOnly) && !o.nodeOnly
+	if big {
+		if err := imgs.buildBigImages(o.bigLayers, o.bigMiB); err != nil {
+			return fmt.Errorf("bench images: %w", err)
+		}
+	}
 
 	start := time.Now()
-	if o.only == "metrics" {
+	if o.only == "metrics" || o.bigOnly {
 		networks = nil
 	}
 	if o.nodeOnly {
@@ -161,14 +189,19 @@ func run(o options) error {
 			}
 		}
 	}
+	if big {
+		if err := benchBigImages(ctx, o, imgs, addLimited); err != nil {
+			return fmt.Errorf("big images: %w", err)
+		}
+	}
 	var scrapes []float64
-	if (o.only == "" || o.only == "metrics") && !o.nodeOnly {
+	if (o.only == "" || o.only == "metrics") && !o.nodeOnly && !o.bigOnly {
 		scrapes, err = benchMetricsOverhead(ctx, o, func(name, side string, v float64) { add("metrics overhead: "+name, "ms", side, 0, v) })
 		if err != nil {
 			return fmt.Errorf("metrics overhead: %w", err)
 		}
 	}
-	if o.only != "metrics" && !o.nodeOnly {
+	if o.only != "metrics" && !o.nodeOnly && !o.bigOnly {
 		if err := benchInfra(o, func(name, unit, side string, v ...float64) { add(name, unit, side, 0, v...) }); err != nil {
 			return err
 		}
@@ -180,7 +213,7 @@ func run(o options) error {
 	if o.only != "metrics" {
 		list = printComparison(results, order)
 	}
-	if (o.only == "" || o.only == "metrics") && !o.nodeOnly {
+	if (o.only == "" || o.only == "metrics") && !o.nodeOnly && !o.bigOnly {
 		list = append(list, printMetricsOverhead(o, results, scrapes)...)
 	}
 	if o.jsonOut != "" {
@@ -205,7 +238,7 @@ func printComparison(results map[string]*result, order []string) []*result {
 		h50, h90 := percentile(r.Samples["husk"], 50), percentile(r.Samples["husk"], 90)
 		c50, c90 := percentile(r.Samples["containerd"], 50), percentile(r.Samples["containerd"], 90)
 		ratio, target := "-", ""
-		if c50 > 0 && h50 > 0 {
+		if c50 > 0 && h50 > 0 && r.Unit != "x" {
 			ratio = fmt.Sprintf("%.2f", h50/c50)
 		}
 		if r.Target > 0 {
@@ -220,6 +253,8 @@ func printComparison(results map[string]*result, order []string) []*result {
 	fmt.Println("\n[bridge]: bridge + host-local + portmap, the network of the issue's reference figures;")
 	fmt.Println("[bridge+masq]: the same with the bridge plugin's per-pod masquerade (ipMasq), as containerd's sample config.")
 	fmt.Println("The containerd columns of the infra rows are Debian's catatonit -P, the smallest packaged pause.")
+	fmt.Println("Big images: each round pulls cold on both runtimes and runs the floor (decompress and write the layers, then")
+	fmt.Println("syncfs, in husk-bench); \"pull / floor\" is the median of each round's pull time over that round's parallel floor.")
 	return list
 }
 
@@ -243,6 +278,8 @@ func format(v float64, unit string) string {
 	switch unit {
 	case "ms":
 		return fmt.Sprintf("%.1f ms", v)
+	case "x":
+		return fmt.Sprintf("%.2f x", v)
 	case "KiB":
 		if v >= 1024 {
 			return fmt.Sprintf("%.2f MiB", v/1024)

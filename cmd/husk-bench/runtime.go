@@ -77,6 +77,9 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 	case "husk":
 		cfg := fmt.Sprintf("pause_binary = %q\ncgroup_parent = \"/hbench-husk\"\n[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\ncache_dir = %q\nwrite_default = false\n[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n",
 			o.pause, netDir, filepath.Join(dir, "cni"), o.registry) + o.huskConfig
+		if o.huskDownloads > 0 {
+			cfg = fmt.Sprintf("max_concurrent_downloads = %d\n", o.huskDownloads) + cfg
+		}
 		if err := os.WriteFile(filepath.Join(dir, "husk.toml"), []byte(cfg), 0o644); err != nil {
 			return nil, err
 		}
