@@ -208,24 +208,27 @@ func randomLayer(c string, size int64, seed uint64) (*benchLayer, error) {
 // bigRows names the rows of the big image scenario for one compression,
 // in the order they are printed.
 type bigRows struct {
-	pull, vsFloor, floorPar, floorSeq, syncfs, cpu, floorCPU, rss string
+	pull, vsFloor, vsHashed, floorPar, floorSeq, syncfs, hashed, cpu, floorCPU, hashedCPU, rss string
 }
 
 func newBigRows(c string, layers, mib int) bigRows {
 	return bigRows{
-		pull:     fmt.Sprintf("PullImage %dx%d MiB %s", layers, mib, c),
-		vsFloor:  "  " + c + ": pull / floor",
-		floorPar: "  " + c + ": floor, parallel",
-		floorSeq: "  " + c + ": floor, sequential",
-		syncfs:   "  " + c + ": floor's syncfs",
-		cpu:      "  " + c + ": daemon CPU time",
-		floorCPU: "  " + c + ": floor CPU time",
-		rss:      "  " + c + ": daemon peak RSS",
+		pull:      fmt.Sprintf("PullImage %dx%d MiB %s", layers, mib, c),
+		vsFloor:   "  " + c + ": pull / floor",
+		vsHashed:  "  " + c + ": pull / hashing floor",
+		floorPar:  "  " + c + ": floor, parallel",
+		floorSeq:  "  " + c + ": floor, sequential",
+		syncfs:    "  " + c + ": floor's syncfs",
+		hashed:    "  " + c + ": floor + 2 sha256",
+		cpu:       "  " + c + ": daemon CPU time",
+		floorCPU:  "  " + c + ": floor CPU time",
+		hashedCPU: "  " + c + ": floor + 2 sha256 CPU",
+		rss:       "  " + c + ": daemon peak RSS",
 	}
 }
 
 func (r bigRows) names() []string {
-	return []string{r.pull, r.vsFloor, r.floorPar, r.floorSeq, r.syncfs, r.cpu, r.floorCPU, r.rss}
+	return []string{r.pull, r.vsFloor, r.vsHashed, r.floorPar, r.floorSeq, r.syncfs, r.hashed, r.cpu, r.floorCPU, r.hashedCPU, r.rss}
 }
 
 // benchBigImages runs both runtimes side by side and, round after round,
@@ -263,11 +266,13 @@ func benchBigImages(ctx context.Context, o options, imgs *benchImages, add func(
 					if err != nil {
 						return fmt.Errorf("floor: %w", err)
 					}
-					times["floor"] = f.par
+					times["floor"], times["hashed"] = min(f.par, f.seq), f.hashed
 					add(rows.floorPar, "ms", "husk", 0, 0, f.par)
 					add(rows.floorSeq, "ms", "husk", 0, 0, f.seq)
 					add(rows.syncfs, "ms", "husk", 0, 0, f.syncfs)
+					add(rows.hashed, "ms", "husk", 0, 0, f.hashed)
 					add(rows.floorCPU, "ms", "husk", 0, 0, f.cpu)
+					add(rows.hashedCPU, "ms", "husk", 0, 0, f.hashedCPU)
 					continue
 				}
 				r := rts[0]
@@ -285,6 +290,7 @@ func benchBigImages(ctx context.Context, o options, imgs *benchImages, add func(
 			}
 			for _, side := range []string{"containerd", "husk"} {
 				add(rows.vsFloor, "x", side, 0, 1.5, times[side]/times["floor"])
+				add(rows.vsHashed, "x", side, 0, 0, times[side]/times["hashed"])
 			}
 		}
 	}
@@ -378,16 +384,18 @@ func (r *runtimeUnderTest) storeEntries() (int, error) {
 
 // floorFigures are one round's floor, in ms: the parallel run (with its
 // syncfs), the sequential one (with its own), the parallel run's syncfs
-// alone and the parallel run's CPU time (user and system).
-type floorFigures struct{ par, seq, syncfs, cpu float64 }
+// alone and CPU time (user and system), and the parallel run again with
+// both sha256 a verifying pull computes (of the blob and of the tar).
+type floorFigures struct{ par, seq, syncfs, cpu, hashed, hashedCPU float64 }
 
 // floor is what this machine takes to decompress the image's layers and
 // write their files into a directory of the filesystem the runtimes'
 // stores are on, in this process with nothing else going on: the layers
-// on as many goroutines as there are CPUs, then one after the other, each
-// followed by the syncfs that makes them durable.
+// on as many goroutines as there are CPUs, then one after the other, then
+// on as many goroutines again with the two sha256 of a verifying pull,
+// each run followed by the syncfs that makes it durable.
 func floor(dir string, img *bigImage) (floorFigures, error) {
-	run := func(workers int) (total, syncfs, cpu time.Duration, err error) {
+	run := func(workers int, hash bool) (total, syncfs, cpu time.Duration, err error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return 0, 0, 0, err
 		}
@@ -403,7 +411,7 @@ func floor(dir string, img *bigImage) (floorFigures, error) {
 		for w := 0; w < workers; w++ {
 			go func() {
 				for i := range next {
-					if err := writeLayer(filepath.Join(dir, fmt.Sprint(i)), img.layers[i].blob, img.compression); err != nil {
+					if err := writeLayer(filepath.Join(dir, fmt.Sprint(i)), img.layers[i].blob, img.compression, hash); err != nil {
 						errs <- err
 						return
 					}
@@ -426,16 +434,21 @@ func floor(dir string, img *bigImage) (floorFigures, error) {
 		return time.Since(start), time.Since(t), selfCPU() - cpuBefore, nil
 	}
 	var f floorFigures
-	p, s, cpu, err := run(runtime.NumCPU())
+	p, s, cpu, err := run(runtime.NumCPU(), false)
 	if err != nil {
 		return f, err
 	}
 	unix.Sync()
-	q, _, _, err := run(1)
+	q, _, _, err := run(1, false)
 	if err != nil {
 		return f, err
 	}
-	return floorFigures{par: ms(p), seq: ms(q), syncfs: ms(s), cpu: ms(cpu)}, nil
+	unix.Sync()
+	h, _, hcpu, err := run(runtime.NumCPU(), true)
+	if err != nil {
+		return f, err
+	}
+	return floorFigures{par: ms(p), seq: ms(q), syncfs: ms(s), cpu: ms(cpu), hashed: ms(h), hashedCPU: ms(hcpu)}, nil
 }
 
 // selfCPU is the user and system time this process has used.
@@ -448,31 +461,45 @@ func selfCPU() time.Duration {
 }
 
 // writeLayer decompresses blob and writes the files of its tar into dir:
-// no hashing, no checks, no metadata but the mode.
-func writeLayer(dir string, blob []byte, compression string) error {
+// no checks, no metadata but the mode; with hash, the blob and the tar
+// are hashed on the way, as a verifying pull does.
+func writeLayer(dir string, blob []byte, compression string, hash bool) error {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
+	}
+	var in io.Reader = bytes.NewReader(blob)
+	digest, diffID := sha256.New(), sha256.New()
+	if hash {
+		in = io.TeeReader(in, digest)
 	}
 	var r io.Reader
 	switch compression {
 	case "zstd":
-		d, err := zstd.NewReader(bytes.NewReader(blob), zstd.WithDecoderConcurrency(1))
+		d, err := zstd.NewReader(in, zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return err
 		}
 		defer d.Close()
 		r = d
 	default:
-		z, err := kgzip.NewReader(bytes.NewReader(blob))
+		z, err := kgzip.NewReader(in)
 		if err != nil {
 			return err
 		}
 		r = z
 	}
+	if hash {
+		r = io.TeeReader(r, diffID)
+	}
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
+			if hash {
+				_, _ = io.Copy(io.Discard, r)
+				digest.Sum(nil)
+				diffID.Sum(nil)
+			}
 			return nil
 		}
 		if err != nil {

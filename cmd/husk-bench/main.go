@@ -254,7 +254,8 @@ func printComparison(results map[string]*result, order []string) []*result {
 	fmt.Println("[bridge+masq]: the same with the bridge plugin's per-pod masquerade (ipMasq), as containerd's sample config.")
 	fmt.Println("The containerd columns of the infra rows are Debian's catatonit -P, the smallest packaged pause.")
 	fmt.Println("Big images: each round pulls cold on both runtimes and runs the floor (decompress and write the layers, then")
-	fmt.Println("syncfs, in husk-bench); \"pull / floor\" is the median of each round's pull time over that round's parallel floor.")
+	fmt.Println("syncfs, in husk-bench); \"pull / floor\" is the median of each round's pull time over that round's floor, the")
+	fmt.Println("faster of parallel and sequential; the hashing floor also computes the two sha256 a verifying pull needs.")
 	return list
 }
 
