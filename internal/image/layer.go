@@ -195,7 +195,7 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, dir, diffID s
 		blob = pulledBytes{r: blob, obs: s.opts.Pulls}
 	}
 	br := bufio.NewReaderSize(blob, bodyBuffer)
-	tarStream, err := decompress(br)
+	tarStream, err := s.decompress(br)
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func (s *Service) unpackLayer(ctx context.Context, blob io.Reader, dir, diffID s
 // decompress returns the tar stream of a layer blob. klauspost/compress
 // decodes gzip about twice as fast as compress/gzip; zstd decodes in the
 // caller's goroutine (layers already run in parallel with each other).
-func decompress(br *bufio.Reader) (io.ReadCloser, error) {
+func (s *Service) decompress(br *bufio.Reader) (io.ReadCloser, error) {
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
@@ -229,22 +229,51 @@ func decompress(br *bufio.Reader) (io.ReadCloser, error) {
 	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
 		return kgzip.NewReader(br)
 	case len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
-		return newZstdReader(br)
+		return s.zstd.reader(br)
 	default:
 		return io.NopCloser(br), nil
 	}
 }
 
-// zstdDecoders keeps decoders between layers: each holds a window (8 MiB
-// for zstd's default levels) that a new one would allocate again, which
-// would leave the heap, and huskd's RSS, with one dead window per layer
-// until the next GC. Idle ones go with the GC, as sync.Pool's do.
-var zstdDecoders sync.Pool
+// zstdPool lends zstd decoders to the layers of the pulls in flight. A
+// decoder holds twice its frame's window (16 MiB at zstd's default
+// levels): one per layer would leave a dead one on the heap per layer
+// until the next GC, so the layers of a pull reuse them; once no pull is
+// in flight they are dropped and their memory handed back to the system,
+// so an idle huskd does not keep a pull's peak.
+type zstdPool struct {
+	mu    sync.Mutex
+	pulls int
+	free  []*zstd.Decoder
+	made  bool // a decoder was made since the pool was last emptied
+}
 
-type zstdReader struct{ d *zstd.Decoder }
+// pullStarted and pullEnded bracket each pull.
+func (p *zstdPool) pullStarted() {
+	p.mu.Lock()
+	p.pulls++
+	p.mu.Unlock()
+}
 
-func newZstdReader(r io.Reader) (io.ReadCloser, error) {
-	d, _ := zstdDecoders.Get().(*zstd.Decoder)
+func (p *zstdPool) pullEnded() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pulls--; p.pulls > 0 || !p.made {
+		return
+	}
+	p.free, p.made = nil, false
+	go debug.FreeOSMemory()
+}
+
+func (p *zstdPool) reader(r io.Reader) (io.ReadCloser, error) {
+	p.mu.Lock()
+	var d *zstd.Decoder
+	if n := len(p.free); n > 0 {
+		d, p.free = p.free[n-1], p.free[:n-1]
+	} else {
+		p.made = true
+	}
+	p.mu.Unlock()
 	if d == nil {
 		var err error
 		d, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
@@ -255,16 +284,23 @@ func newZstdReader(r io.Reader) (io.ReadCloser, error) {
 	if err := d.Reset(r); err != nil {
 		return nil, err
 	}
-	return &zstdReader{d}, nil
+	return &zstdReader{d: d, pool: p}, nil
+}
+
+type zstdReader struct {
+	d    *zstd.Decoder
+	pool *zstdPool
 }
 
 func (z *zstdReader) Read(p []byte) (int, error) { return z.d.Read(p) }
 
-// Close puts the decoder back, holding no reference to the stream.
+// Close gives the decoder back, holding no reference to the stream.
 func (z *zstdReader) Close() error {
 	if z.d != nil {
 		_ = z.d.Reset(nil)
-		zstdDecoders.Put(z.d)
+		z.pool.mu.Lock()
+		z.pool.free = append(z.pool.free, z.d)
+		z.pool.mu.Unlock()
 		z.d = nil
 	}
 	return nil

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/huskrt/husk/internal/atomicfile"
 )
@@ -569,5 +570,43 @@ func TestRecordAfterOneSyncOfItsLayers(t *testing.T) {
 	defer mu.Unlock()
 	if len(calls) != 0 {
 		t.Errorf("the warm pull ran %d syncfs", len(calls))
+	}
+}
+
+// The layers of a pull reuse zstd decoders; once no pull is in flight
+// they are dropped.
+func TestZstdDecodersReusedWithinPulls(t *testing.T) {
+	stream := func(content string) io.Reader {
+		var buf bytes.Buffer
+		w, err := zstd.NewWriter(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = w.Write([]byte(content))
+		w.Close()
+		return &buf
+	}
+	var p zstdPool
+	p.pullStarted()
+	var decoders []*zstd.Decoder
+	for _, content := range []string{"first layer", "second layer"} {
+		r, err := p.reader(stream(content))
+		if err != nil {
+			t.Fatal(err)
+		}
+		decoders = append(decoders, r.(*zstdReader).d)
+		if got, err := io.ReadAll(r); err != nil || string(got) != content {
+			t.Errorf("decoded %q, %v; want %q", got, err, content)
+		}
+		r.Close()
+	}
+	if decoders[0] != decoders[1] {
+		t.Error("the second layer got a new decoder")
+	}
+	p.pullEnded()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.free) != 0 || p.pulls != 0 {
+		t.Errorf("after the last pull: %d decoders kept, %d pulls", len(p.free), p.pulls)
 	}
 }

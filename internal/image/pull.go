@@ -145,6 +145,8 @@ func (s *Service) Pull(ctx context.Context, ref string, auth *Auth) (string, err
 	}
 	// The pull goes on for the others when this caller gives up.
 	return merged(ctx, &s.pulls, key, "pull "+r.String(), s.log, func() (string, error) {
+		s.zstd.pullStarted()
+		defer s.zstd.pullEnded()
 		start := time.Now()
 		id, err := s.pull(context.WithoutCancel(ctx), r, auth)
 		if err == nil && s.opts.Pulls != nil {

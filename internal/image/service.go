@@ -113,6 +113,8 @@ type Service struct {
 	// one of them waits for it (fetchMerged).
 	fetchesMu sync.Mutex
 	fetches   map[string]*layerFetch
+	// zstd lends decoders to the layers of the pulls in flight.
+	zstd zstdPool
 
 	// mu serialises record changes with the GC of layers, so a layer a
 	// pull just unpacked is never removed before its record exists.
