@@ -208,7 +208,7 @@ func randomLayer(c string, size int64, seed uint64) (*benchLayer, error) {
 // bigRows names the rows of the big image scenario for one compression,
 // in the order they are printed.
 type bigRows struct {
-	pull, vsFloor, vsHashed, floorPar, floorSeq, syncfs, hashed, cpu, floorCPU, hashedCPU, rss string
+	pull, vsFloor, vsHashed, floorPar, floorSeq, syncfs, hashed, cpu, floorCPU, hashedCPU, rssBefore, rss string
 }
 
 func newBigRows(c string, layers, mib int) bigRows {
@@ -223,12 +223,13 @@ func newBigRows(c string, layers, mib int) bigRows {
 		cpu:       "  " + c + ": daemon CPU time",
 		floorCPU:  "  " + c + ": floor CPU time",
 		hashedCPU: "  " + c + ": floor + 2 sha256 CPU",
+		rssBefore: "  " + c + ": daemon RSS before",
 		rss:       "  " + c + ": daemon peak RSS",
 	}
 }
 
 func (r bigRows) names() []string {
-	return []string{r.pull, r.vsFloor, r.vsHashed, r.floorPar, r.floorSeq, r.syncfs, r.hashed, r.cpu, r.floorCPU, r.hashedCPU, r.rss}
+	return []string{r.pull, r.vsFloor, r.vsHashed, r.floorPar, r.floorSeq, r.syncfs, r.hashed, r.cpu, r.floorCPU, r.hashedCPU, r.rssBefore, r.rss}
 }
 
 // benchBigImages runs both runtimes side by side and, round after round,
@@ -286,6 +287,7 @@ func benchBigImages(ctx context.Context, o options, imgs *benchImages, add func(
 				times[step] = p.ms
 				add(rows.pull, "ms", step, 0.6, 0, p.ms)
 				add(rows.cpu, "ms", step, 0, 0, p.cpu)
+				add(rows.rssBefore, "KiB", step, 0, 0, p.rssBefore)
 				add(rows.rss, "KiB", step, 0, 0, p.peakRSS)
 			}
 			for _, side := range []string{"containerd", "husk"} {
@@ -298,9 +300,9 @@ func benchBigImages(ctx context.Context, o options, imgs *benchImages, add func(
 }
 
 // pullFigures are one cold pull's: its time, the daemon's CPU time
-// during it (user and system) and its peak RSS during it (VmHWM, reset
-// before the pull).
-type pullFigures struct{ ms, cpu, peakRSS float64 }
+// during it (user and system), its RSS before and its peak RSS during it
+// (VmHWM, reset before the pull).
+type pullFigures struct{ ms, cpu, rssBefore, peakRSS float64 }
 
 // coldPull pulls img on r, checks that every layer was fetched, removes
 // it again and waits until r has collected its blobs and layers.
@@ -316,6 +318,7 @@ func coldPull(ctx context.Context, r *runtimeUnderTest, blobs *benchBlobs, img *
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
 		return f, fmt.Errorf("reset the peak RSS: %w", err)
 	}
+	f.rssBefore = statusField(pid, "VmRSS:")
 	cpu := processCPU(pid)
 	t := time.Now()
 	resp, err := images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: img.ref}})
