@@ -64,7 +64,11 @@ type Config struct {
 	ImagePullProgressTimeout Duration `toml:"image_pull_progress_timeout" comment:"a pull fails when one of its requests (token, manifest, config, layer) gets no answer or byte for this long"`
 	// MaxConcurrentDownloads bounds the layers one pull downloads, and
 	// unpacks as they arrive, at once (containerd's key of the same name).
-	MaxConcurrentDownloads int `toml:"max_concurrent_downloads" comment:"layers one pull downloads and unpacks at once"`
+	// Its default, 3, is containerd's and Docker's: a stream is one core's
+	// work, and one more than two keeps the cores busy while a stream waits
+	// on the registry; each stream costs up to 16 MiB for zstd
+	// (docs/benchmarks.md, "Big images").
+	MaxConcurrentDownloads int `toml:"max_concurrent_downloads" comment:"layers one pull downloads and unpacks at once (default 3, containerd's: more streams than cores keeps them busy while one waits on the registry; a zstd stream holds ~16 MiB)"`
 
 	CNI        CNI                 `toml:"cni"`
 	Runtimes   map[string]Runtime  `toml:"runtimes"`
