@@ -77,68 +77,138 @@ func pullBusybox(ctx context.Context, r *runtimeUnderTest) error {
 	return nil
 }
 
+// Issue 15's targets of the container rows: create+start against
+// containerd with runc on both sides, and with husk's default handler
+// (crun on a node that has it); RemoveContainer, whether it comes long
+// after the stop or straight after it (as critest and the kubelet's pod
+// deletion do).
+const (
+	targetCreateStartRunc    = 0.6
+	targetCreateStartDefault = 0.4
+	targetRemove             = 1.0
+)
+
 // benchContainers times CreateContainer+StartContainer, StopContainer and
-// RemoveContainer of o.n busybox containers in one ready pod, then the
-// private memory per pod of what the runtime adds with o.pods pods of one
-// container each (husk: infra, monitor and the daemon's growth;
-// containerd: shim, pause and the daemon's growth).
+// RemoveContainer of busybox containers in one ready pod, husk once with
+// runc and once with its default handler, then the private memory per pod
+// of what the runtime adds with o.pods pods of one container each (husk:
+// infra, monitor and the daemon's growth; containerd: shim, pause and the
+// daemon's growth).
 func benchContainers(ctx context.Context, r *runtimeUnderTest, o options, rec record) error {
-	if err := benchContainerLatency(ctx, r, o, "", "", rec); err != nil {
-		return err
-	}
-	if r.side == "husk" {
-		// The same with husk's crun handler, for what the runtime costs.
-		if err := benchContainerLatency(ctx, r, o, "crun", " (husk: crun)", rec); err != nil {
+	if r.side == "containerd" {
+		// One set of samples, the reference of both husk rows.
+		if err := benchContainerLatency(ctx, r, o, "", []string{"[runc]", "[husk default]"}, rec); err != nil {
+			return err
+		}
+	} else {
+		if err := benchContainerLatency(ctx, r, o, "runc", []string{"[runc]"}, rec); err != nil {
+			return err
+		}
+		if err := benchContainerLatency(ctx, r, o, "", []string{"[husk default]"}, rec); err != nil {
 			return err
 		}
 	}
 	return benchContainerMemory(ctx, r, o, rec)
 }
 
-func benchContainerLatency(ctx context.Context, r *runtimeUnderTest, o options, handler, suffix string, rec record) error {
-	fmt.Fprintf(os.Stderr, "husk-bench: %s: %d containers%s\n", r.side, o.n, suffix)
+// benchContainerLatency times, in one pod of the handler, o.n containers
+// (after 3 warm-up ones) created and started, then all stopped, then all
+// removed; then as many again, each removed straight after its stop. The
+// samples go to each row suffix.
+func benchContainerLatency(ctx context.Context, r *runtimeUnderTest, o options, handler string, rows []string, rec record) error {
+	fmt.Fprintf(os.Stderr, "husk-bench: %s: %d containers %v\n", r.side, 2*o.n, rows)
+	add := func(name, unit string, target float64, v float64) {
+		for _, row := range rows {
+			t := target
+			if name == "Create+StartContainer" {
+				t = map[string]float64{"[runc]": targetCreateStartRunc, "[husk default]": targetCreateStartDefault}[row]
+			}
+			rec(name+" "+row, unit, t, v)
+		}
+	}
 	pod := r.podConfig("ctr"+handler, 0)
 	resp, err := r.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: handler})
 	if err != nil {
 		return fmt.Errorf("RunPodSandbox: %w", err)
 	}
 	podID := resp.PodSandboxId
-	const warmup = 3
-	var ids []string
-	for i := 0; i < o.n+warmup; i++ {
-		t := time.Now()
-		c, err := r.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: sleeperConfig(fmt.Sprintf("c%d", i)), SandboxConfig: pod})
+	if r.side == "husk" && handler == "" {
+		st, err := r.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
 		if err != nil {
-			return fmt.Errorf("CreateContainer: %w", err)
+			return err
 		}
-		if _, err := r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
-			return fmt.Errorf("StartContainer: %w", err)
-		}
-		if i >= warmup {
-			target := 0.5
-			if suffix != "" {
-				target = 0
+		fmt.Fprintf(os.Stderr, "husk-bench: husk's default handler is %s\n", st.GetStatus().GetRuntimeHandler())
+	}
+	const warmup = 3
+	next := 0
+	createStart := func() ([]string, error) {
+		var ids []string
+		for i := 0; i < o.n+warmup; i++ {
+			t := time.Now()
+			c, err := r.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: sleeperConfig(fmt.Sprintf("c%d", next)), SandboxConfig: pod})
+			next++
+			if err != nil {
+				return nil, fmt.Errorf("CreateContainer: %w", err)
 			}
-			rec("Create+StartContainer"+suffix, "ms", target, ms(time.Since(t)))
+			if _, err := r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+				return nil, fmt.Errorf("StartContainer: %w", err)
+			}
+			if i >= warmup {
+				add("Create+StartContainer", "ms", 0, ms(time.Since(t)))
+			}
+			ids = append(ids, c.ContainerId)
 		}
-		ids = append(ids, c.ContainerId)
+		return ids, nil
+	}
+	timed := func(name string, i int, target float64, call func() error) error {
+		t := time.Now()
+		if err := call(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if i >= warmup {
+			add(name, "ms", target, ms(time.Since(t)))
+		}
+		return nil
+	}
+	stop := func(id string) func() error {
+		return func() error {
+			_, err := r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0})
+			return err
+		}
+	}
+	remove := func(id string) func() error {
+		return func() error {
+			_, err := r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id})
+			return err
+		}
+	}
+	ids, err := createStart()
+	if err != nil {
+		return err
+	}
+	for i, id := range ids {
+		if err := timed("StopContainer (timeout 0)", i, 0, stop(id)); err != nil {
+			return err
+		}
+	}
+	for i, id := range ids {
+		if err := timed("RemoveContainer, later", i, targetRemove, remove(id)); err != nil {
+			return err
+		}
+	}
+	if ids, err = createStart(); err != nil {
+		return err
 	}
 	for i, id := range ids {
 		t := time.Now()
-		if _, err := r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
-			return fmt.Errorf("StopContainer: %w", err)
+		if err := timed("StopContainer (timeout 0)", i, 0, stop(id)); err != nil {
+			return err
+		}
+		if err := timed("RemoveContainer, after stop", i, targetRemove, remove(id)); err != nil {
+			return err
 		}
 		if i >= warmup {
-			rec("StopContainer (timeout 0)"+suffix, "ms", 0, ms(time.Since(t)))
-		}
-	}
-	for i, id := range ids {
-		t := time.Now()
-		if _, err := r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
-			return fmt.Errorf("RemoveContainer: %w", err)
-		}
-		if i >= warmup {
-			rec("RemoveContainer"+suffix, "ms", 0, ms(time.Since(t)))
+			add("Stop+RemoveContainer", "ms", 0, ms(time.Since(t)))
 		}
 	}
 	if _, err := r.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {

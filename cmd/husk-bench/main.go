@@ -14,7 +14,10 @@
 // layers of -big-mib MiB, gzip and zstd; -big-only runs only them) run both
 // runtimes side by side and this machine's floor in the same rounds.
 //
-//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-node-pods 110] [-node-only] [-only husk|containerd|metrics] [-scrape 1s] [-json out.json]
+// -run picks the scenarios (a comma list of sandboxes, images, containers,
+// node, big, metrics, infra; all by default).
+//
+//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-node-pods 110] [-node-only] [-run containers,node] [-only husk|containerd|metrics] [-scrape 1s] [-json out.json]
 //	           [-big-n 5] [-big-layers 8] [-big-mib 64] [-big-only] [-husk-downloads N]
 package main
 
@@ -26,6 +29,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -38,9 +42,13 @@ type options struct {
 	n, pods      int
 	nodePods     int
 	nodeOnly     bool
-	only         string
-	jsonOut      string
-	keep         bool
+	// run lists the scenarios to run; empty runs all.
+	run     map[string]bool
+	only    string
+	jsonOut string
+	keep    bool
+	// debug runs huskd with --log-level debug (the phases of each call).
+	debug bool
 	// huskConfig is TOML appended to huskd's config (tables only).
 	huskConfig string
 	// scrape is how often the metrics overhead scenario scrapes.
@@ -75,17 +83,57 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
+	flag.BoolVar(&o.debug, "debug", false, "run huskd with --log-level debug (with -keep: its log keeps the phases of each call)")
 	flag.DurationVar(&o.scrape, "scrape", time.Second, "metrics overhead: scrape /metrics this often (0: never)")
 	flag.IntVar(&o.bigN, "big-n", 5, "cold pulls of each big image per runtime (0 skips them)")
 	flag.IntVar(&o.bigLayers, "big-layers", 8, "layers of the big images")
 	flag.IntVar(&o.bigMiB, "big-mib", 64, "MiB of incompressible data per layer of the big images")
 	flag.BoolVar(&o.bigOnly, "big-only", false, "run only the big image scenario")
 	flag.IntVar(&o.huskDownloads, "husk-downloads", 0, "huskd's max_concurrent_downloads (0: its default)")
+	runList := flag.String("run", "", "scenarios to run, a comma list of "+strings.Join(scenarioNames, ", ")+" (default: all)")
 	flag.Parse()
+	var err error
+	if o.run, err = parseRun(*runList, o.nodeOnly, o.bigOnly); err != nil {
+		fmt.Fprintf(os.Stderr, "husk-bench: %v\n", err)
+		os.Exit(2)
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "husk-bench: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// scenarioNames are the scenarios -run picks from.
+var scenarioNames = []string{"sandboxes", "images", "containers", "node", "big", "metrics", "infra"}
+
+// parseRun reads -run; -node-only is -run node, -big-only -run big.
+func parseRun(list string, nodeOnly, bigOnly bool) (map[string]bool, error) {
+	if bigOnly {
+		list = "big"
+	}
+	if nodeOnly {
+		list = "node"
+	}
+	run := map[string]bool{}
+	if list == "" {
+		list = strings.Join(scenarioNames, ",")
+	}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(scenarioNames, name) {
+			return nil, fmt.Errorf("-run: unknown scenario %q (want %s)", name, strings.Join(scenarioNames, ", "))
+		}
+		run[name] = true
+	}
+	return run, nil
+}
+
+// wants tells whether the scenario is to run.
+func (o options) wants(scenario string) bool {
+	if o.only == "metrics" {
+		return scenario == "metrics"
+	}
+	return o.run[scenario]
 }
 
 func run(o options) error {
@@ -121,9 +169,14 @@ func run(o options) error {
 			order = append(order, call+" "+n.name)
 		}
 	}
-	order = append(order, "per-pod private memory", "Create+StartContainer", "StopContainer (timeout 0)", "RemoveContainer",
-		"Create+StartContainer (husk: crun)", "StopContainer (timeout 0) (husk: crun)", "RemoveContainer (husk: crun)",
-		"per-pod memory, 1 container", "monitor private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
+	order = append(order, "per-pod private memory")
+	for _, row := range []string{"[runc]", "[husk default]"} {
+		for _, name := range []string{"Create+StartContainer", "StopContainer (timeout 0)", "RemoveContainer, later",
+			"RemoveContainer, after stop", "Stop+RemoveContainer"} {
+			order = append(order, name+" "+row)
+		}
+	}
+	order = append(order, "per-pod memory, 1 container", "monitor private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
 		listImagesScenario, "infra binary size", "infra RssAnon", "infra threads")
 	for _, row := range nodeRows {
 		order = append(order, row.name)
@@ -131,13 +184,13 @@ func run(o options) error {
 	for _, c := range []string{"gzip", "zstd"} {
 		order = append(order, newBigRows(c, o.bigLayers, o.bigMiB).names()...)
 	}
-	imgs, err := startImages(o.only != "metrics" && !o.bigOnly)
+	imgs, err := startImages(o.wants("images"))
 	if err != nil {
 		return fmt.Errorf("bench images: %w", err)
 	}
 	defer imgs.close()
 	o.registry = imgs.host
-	big := o.bigN > 0 && (o.only == "" || o.bigOnly) && !o.nodeOnly
+	big := o.bigN > 0 && o.wants("big") && (o.only == "" || o.bigOnly)
 	if big {
 		if err := imgs.buildBigImages(o.bigLayers, o.bigMiB); err != nil {
 			return fmt.Errorf("bench images: %w", err)
@@ -145,11 +198,11 @@ func run(o options) error {
 	}
 
 	start := time.Now()
-	if o.only == "metrics" || o.bigOnly {
+	if !o.wants("sandboxes") && !o.wants("images") && !o.wants("containers") && !o.wants("node") {
 		networks = nil
 	}
-	if o.nodeOnly {
-		networks = networks[:1]
+	if !o.wants("sandboxes") {
+		networks = networks[:min(len(networks), 1)]
 	}
 	for ni, n := range networks {
 		for i, side := range []string{"containerd", "husk"} {
@@ -164,16 +217,16 @@ func run(o options) error {
 			if ni == 0 {
 				err = pullBusybox(ctx, rt)
 			}
-			if err == nil && !o.nodeOnly {
+			if err == nil && o.wants("sandboxes") {
 				err = benchSandboxes(ctx, rt, o, n.name, ni == 0, rec)
-				if err == nil && ni == 0 {
-					err = benchImagePulls(ctx, rt, imgs, rec)
-				}
-				if err == nil && ni == 0 {
-					err = benchContainers(ctx, rt, o, rec)
-				}
 			}
-			if err == nil && ni == 0 && o.nodePods > 0 {
+			if err == nil && ni == 0 && o.wants("images") {
+				err = benchImagePulls(ctx, rt, imgs, rec)
+			}
+			if err == nil && ni == 0 && o.wants("containers") {
+				err = benchContainers(ctx, rt, o, rec)
+			}
+			if err == nil && ni == 0 && o.nodePods > 0 && o.wants("node") {
 				err = benchNode(ctx, rt, o, func(name string, v ...float64) {
 					for _, row := range nodeRows {
 						if row.name == name {
@@ -195,13 +248,13 @@ func run(o options) error {
 		}
 	}
 	var scrapes []float64
-	if (o.only == "" || o.only == "metrics") && !o.nodeOnly && !o.bigOnly {
+	if o.wants("metrics") && (o.only == "" || o.only == "metrics") {
 		scrapes, err = benchMetricsOverhead(ctx, o, func(name, side string, v float64) { add("metrics overhead: "+name, "ms", side, 0, v) })
 		if err != nil {
 			return fmt.Errorf("metrics overhead: %w", err)
 		}
 	}
-	if o.only != "metrics" && !o.nodeOnly && !o.bigOnly {
+	if o.wants("infra") {
 		if err := benchInfra(o, func(name, unit, side string, v ...float64) { add(name, unit, side, 0, v...) }); err != nil {
 			return err
 		}
@@ -213,7 +266,7 @@ func run(o options) error {
 	if o.only != "metrics" {
 		list = printComparison(results, order)
 	}
-	if (o.only == "" || o.only == "metrics") && !o.nodeOnly && !o.bigOnly {
+	if o.wants("metrics") && (o.only == "" || o.only == "metrics") {
 		list = append(list, printMetricsOverhead(o, results, scrapes)...)
 	}
 	if o.jsonOut != "" {
@@ -227,7 +280,7 @@ func run(o options) error {
 
 // printComparison prints husk against containerd.
 func printComparison(results map[string]*result, order []string) []*result {
-	fmt.Printf("\n%-32s %12s %12s %12s %12s %10s %s\n", "scenario", "husk p50", "husk p90", "ctrd p50", "ctrd p90", "ratio p50", "target")
+	fmt.Printf("\n%-44s %12s %12s %12s %12s %10s %s\n", "scenario", "husk p50", "husk p90", "ctrd p50", "ctrd p90", "ratio p50", "target")
 	var list []*result
 	for _, name := range order {
 		r := results[name]
@@ -247,7 +300,7 @@ func printComparison(results map[string]*result, order []string) []*result {
 		if r.Limit > 0 {
 			target = "<= " + format(r.Limit, r.Unit)
 		}
-		fmt.Printf("%-32s %12s %12s %12s %12s %10s %s\n", r.Name, format(h50, r.Unit), format(h90, r.Unit),
+		fmt.Printf("%-44s %12s %12s %12s %12s %10s %s\n", r.Name, format(h50, r.Unit), format(h90, r.Unit),
 			format(c50, r.Unit), format(c90, r.Unit), ratio, target)
 	}
 	fmt.Println("\n[bridge]: bridge + host-local + portmap, the network of the issue's reference figures;")

@@ -85,6 +85,9 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 		}
 		r.daemon = exec.Command(o.huskd, "--config", filepath.Join(dir, "husk.toml"), "--root", filepath.Join(dir, "root"),
 			"--state", filepath.Join(dir, "state"), "--listen", r.socket)
+		if o.debug {
+			r.daemon.Args = append(r.daemon.Args, "--log-level", "debug")
+		}
 	case "containerd":
 		image, err := buildPauseImage(dir)
 		if err != nil {
