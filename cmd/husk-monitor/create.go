@@ -24,12 +24,13 @@ import (
 // to be copied: a process the container left behind may hold the pipes.
 const drainTimeout = 2 * time.Second
 
-// create has the runtime create a container whose stdio are pipes (or a
-// terminal) this process reads, then follows the container's init until
-// it exits. Until the runtime reports the init's PID a failure undoes
-// everything here (huskd deletes what the runtime made); after it nothing
-// can fail: the container exists and only its exit is left to record.
-func (m *monitor) create(cr *proto.Create) (int, error) {
+// create has the runtime create a container (run: create and start it)
+// whose stdio are pipes (or a terminal) this process reads, then follows
+// the container's init until it exits. Until the runtime reports the
+// init's PID a failure undoes everything here (huskd deletes what the
+// runtime made); after it nothing can fail: the container exists and only
+// its exit is left to record.
+func (m *monitor) create(cr *proto.Create, run bool) (int, error) {
 	if err := m.checkCreate(cr); err != nil {
 		return 0, err
 	}
@@ -42,7 +43,7 @@ func (m *monitor) create(cr *proto.Create) (int, error) {
 		logf.Close()
 		return 0, fmt.Errorf("container %s: %w", cr.ID, err)
 	}
-	initPID, err := m.runtimeCreate(cr, cio)
+	initPID, err := m.runtimeCreate(cr, cio, run)
 	if err != nil {
 		cio.close()
 		logf.Close()
@@ -74,16 +75,23 @@ func (m *monitor) checkCreate(cr *proto.Create) error {
 	return nil
 }
 
-// runtimeCreate runs `runtime create` with the container's stdio and
-// returns the PID of the container's init.
-func (m *monitor) runtimeCreate(cr *proto.Create, cio *containerIO) (int, error) {
+// runtimeCreate runs `runtime create` (run: `runtime run --detach`) with
+// the container's stdio and returns the PID of the container's init.
+func (m *monitor) runtimeCreate(cr *proto.Create, cio *containerIO, run bool) (int, error) {
 	runtimeLog := filepath.Join(cr.Bundle, "runtime.log")
 	pidFile := filepath.Join(cr.Bundle, "init.pid")
 	args := []string{cr.Runtime, "--root", cr.RuntimeRoot, "--log=" + runtimeLog, "--log-format=json"}
 	if cr.SystemdCgroup {
 		args = append(args, "--systemd-cgroup")
 	}
-	args = append(args, "create", "--bundle", cr.Bundle, "--pid-file", pidFile)
+	op := "create"
+	if run {
+		op = "run"
+		args = append(args, op, "--detach")
+	} else {
+		args = append(args, op)
+	}
+	args = append(args, "--bundle", cr.Bundle, "--pid-file", pidFile)
 	if cio.console != nil {
 		args = append(args, "--console-socket", cio.console.path)
 	}
@@ -111,7 +119,7 @@ func (m *monitor) runtimeCreate(cr *proto.Create, cio *containerIO) (int, error)
 		cio.useMaster(master)
 	}
 	if ws := <-status; !ws.Exited() || ws.ExitStatus() != 0 {
-		return 0, fmt.Errorf("runtime create failed (%s): %s", describe(ws), runtimeError(runtimeLog))
+		return 0, fmt.Errorf("runtime %s failed (%s): %s", op, describe(ws), runtimeError(runtimeLog))
 	}
 	b, err := os.ReadFile(pidFile)
 	if err != nil {

@@ -192,8 +192,8 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 	switch req.Op {
 	case proto.OpPing:
 		return &proto.Response{}
-	case proto.OpCreate:
-		pid, err := m.create(req.Create)
+	case proto.OpCreate, proto.OpRun:
+		pid, err := m.create(req.Create, req.Op == proto.OpRun)
 		if err != nil {
 			return fail(err)
 		}

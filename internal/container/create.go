@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,12 +18,9 @@ import (
 	"github.com/huskrt/husk/internal/ids"
 	"github.com/huskrt/husk/internal/image"
 	"github.com/huskrt/husk/internal/lifecycle"
-	"github.com/huskrt/husk/internal/monitor"
-	mproto "github.com/huskrt/husk/internal/monitor/proto"
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
-	"github.com/huskrt/husk/internal/proc"
 )
 
 // Name is the reserved name of a container, as containerd spells it:
@@ -36,7 +32,7 @@ func Name(cfg *runtimeapi.ContainerConfig, sb *runtimeapi.PodSandboxConfig) stri
 }
 
 // Create creates a container in a ready sandbox and returns its ID: the
-// steps of CreateContainer, in order. Once the record is persisted (3), a
+// steps of CreateContainer, in order. Once the name is reserved (3), a
 // failure undoes every step done so far (undoCreateLocked) and the error
 // names the container.
 func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.ContainerConfig) (_ string, err error) {
@@ -55,15 +51,16 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 	if err != nil {
 		return "", err
 	}
-	// 3. The name, reserved in memory and persisted with the record
-	// (CREATING) before anything the container owns exists, so a crash
-	// at any later point leaves something recovery can undo.
+	// 3. The name, reserved in memory. The record is persisted once the
+	// container is CREATED (11): what the steps between make is all below
+	// the container's own dirs, which recovery releases when a crash cut
+	// Create short.
 	timer := phase.Start(m.opts.Phases)
 	if err := m.reserve(c); err != nil {
 		return "", err
 	}
 	defer c.mu.Unlock()
-	timer.Mark("persist")
+	timer.Mark("reserve")
 	defer func() {
 		if err != nil {
 			err = m.undoCreateLocked(c, err)
@@ -111,14 +108,12 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", err
 	}
 	// 8. Volume views (idmapped, recursively read-only), staged until
-	// the runtime has made its own clones of them (11), and the image
-	// volumes' mounts.
-	var dropViews func()
-	in.MountSources, dropViews, err = volumeViews(m.rootDir(rec.ID), cfg.GetMounts(), req.userns, req.sandbox.Config, req.runtime.RecursiveReadOnly)
+	// the runtime has made its own clones of them (StartContainer), and
+	// the image volumes' mounts.
+	in.MountSources, err = volumeViews(m.rootDir(rec.ID), cfg.GetMounts(), req.userns, req.sandbox.Config, req.runtime.RecursiveReadOnly)
 	if err != nil {
 		return "", err
 	}
-	defer dropViews()
 	in.MountSources = withSources(in.MountSources, imageSources)
 	// 9. The OCI spec, with its seccomp filter and AppArmor profile, and
 	// the edits of the CDI devices and their specs.
@@ -130,29 +125,20 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtimeapi.
 		return "", err
 	}
 	// 10. The bundle, and the directory of the CRI log.
-	bundle, err := m.writeBundle(rec, spec)
-	if err != nil {
+	if err := m.writeBundle(rec, spec); err != nil {
 		return "", err
 	}
 	timer.Mark("spec")
-	// 11. The pod's monitor (the pod's first container starts it), which
-	// runs the runtime's create and stays the container's parent.
-	mon, err := m.monitorFor(ctx, req.sandbox.ID)
-	if err != nil {
-		return "", err
-	}
-	timer.Mark("monitor")
-	if err := m.runtimeCreate(ctx, c, mon, req.runtime, bundle); err != nil {
-		return "", err
-	}
-	timer.Mark("runtime")
-	// 12. CREATED, persisted; its exit is followed from now on.
-	if err := m.markCreated(c, mon); err != nil {
+	// 11. CREATED, persisted. Nothing runs yet: StartContainer has the
+	// pod's monitor create and start the container in one runtime call
+	// (as containerd's CreateContainer too leaves the runtime to
+	// StartContainer).
+	if err := m.markCreated(c); err != nil {
 		return "", err
 	}
 	timer.Mark("persisted")
 	log := m.logger(rec)
-	log.Info("container created", "name", rec.Name, "image", rec.ImageID, "pid", rec.PID)
+	log.Info("container created", "name", rec.Name, "image", rec.ImageID)
 	log.Debug("container create phases", timer.Attrs()...)
 	m.emit(rec, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT)
 	return rec.ID, nil
@@ -258,8 +244,12 @@ func logPath(podLogDir, containerLogPath string) string {
 	return filepath.Join(podLogDir, filepath.Clean(containerLogPath))
 }
 
-// reserve takes the container's name in memory, then persists the record
-// and the name in one transaction. On success it returns with c.mu held.
+// reserve takes the container's name in memory, which is where names
+// are unique; on success it returns with c.mu held. The record is
+// persisted, with the name, once the container is CREATED (markCreated):
+// until then everything Create makes is below the container's own dirs,
+// which recovery releases as those of a container no record knows when a
+// crash cut Create short.
 func (m *Manager) reserve(c *Container) error {
 	c.mu.Lock()
 	rec := &c.rec
@@ -267,9 +257,15 @@ func (m *Manager) reserve(c *Container) error {
 		c.mu.Unlock()
 		return fmt.Errorf("container name %q is reserved by container %s: %w", rec.Name, holder.rec.ID, errdefs.ErrAlreadyExists)
 	}
-	if err := m.records.Create(rec.ID, rec.Name, rec, &c.snapshot); err != nil {
-		m.unindex(c)
-		c.mu.Unlock()
+	return nil
+}
+
+// markCreated persists the record (CREATED) and its name in one
+// transaction, and publishes it.
+func (m *Manager) markCreated(c *Container) error {
+	c.rec.State = StateCreated
+	if err := m.records.Create(c.rec.ID, c.rec.Name, &c.rec, &c.snapshot); err != nil {
+		c.rec.State = StateCreating
 		return err
 	}
 	return nil
@@ -284,7 +280,7 @@ func (m *Manager) reserve(c *Container) error {
 func (m *Manager) undoCreateLocked(c *Container, err error) error {
 	rec := &c.rec
 	err = fmt.Errorf("container %s: %w", rec.ID, err)
-	if uerr := m.releaseLocked(c); uerr != nil {
+	if uerr := m.releaseLocked(c, phase.Start(nil)); uerr != nil {
 		m.logger(rec).Error("undo of failed CreateContainer incomplete", "error", uerr)
 		return errors.Join(err, fmt.Errorf("undo: %w", uerr))
 	}
@@ -294,54 +290,14 @@ func (m *Manager) undoCreateLocked(c *Container, err error) error {
 	return err
 }
 
-// runtimeCreate has the pod's monitor run the runtime's create, so that
-// the monitor is the parent of the container's init and copies its output
-// into the CRI log (without a log path, output.log in the bundle). The
-// runtime is never killed half-way: it runs on a context of its own.
-func (m *Manager) runtimeCreate(ctx context.Context, c *Container, mon *monitor.Client, rt *ociruntime.Runtime, bundle string) error {
-	rec := &c.rec
-	logPath := rec.LogPath
-	if logPath == "" {
-		logPath = filepath.Join(bundle, "output.log")
-	}
-	rec.RuntimeCreated = true
-	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 4*time.Minute)
-	defer cancel()
-	pid, err := mon.Create(opCtx, &mproto.Create{
-		ID: rec.ID, Runtime: rt.Path, RuntimeRoot: rt.Root, SystemdCgroup: rt.SystemdCgroup,
-		Bundle: bundle, LogPath: logPath, ExitFile: m.exitFile(rec.ID),
-		Stdin: c.config.GetStdin(), StdinOnce: c.config.GetStdinOnce(), Tty: c.config.GetTty(),
-	})
-	if err != nil {
-		return fmt.Errorf("create with handler %s: %w", rec.Handler, err)
-	}
-	rec.PID = pid
-	// The init waits at the runtime's exec fifo, a child of the monitor:
-	// its PID names it until the monitor reaps it.
-	if start, err := proc.StartTime(pid); err == nil {
-		rec.PIDStart = start
-	}
-	return nil
-}
-
-// markCreated persists the container as CREATED and follows its exit.
-func (m *Manager) markCreated(c *Container, mon *monitor.Client) error {
-	c.rec.State = StateCreated
-	if err := m.persistLocked(c); err != nil {
-		c.rec.State = StateCreating
-		return err
-	}
-	go m.waitExit(c, mon.Dir())
-	return nil
-}
-
 // releaseLocked undoes what a container owns on the host: the runtime's
 // container (killed), the monitor's entry, every mount below its dir (the
 // rootfs, the image volumes, views left staged), and the dirs. It is
 // idempotent, and right whatever the record says was done: after a crash
-// a CREATING record does not say what its Create had done. c.mu must be
-// held.
-func (m *Manager) releaseLocked(c *Container) error {
+// a CREATING record does not say what its Create had done. An exited
+// container's runtime container and mounts went at its exit
+// (releaseProcessLocked) unless that failed. c.mu must be held.
+func (m *Manager) releaseLocked(c *Container, timer *phase.Timer) error {
 	rec := &c.rec
 	ctx, cancel := lifecycle.FreshContext()
 	defer cancel()
@@ -353,21 +309,27 @@ func (m *Manager) releaseLocked(c *Container) error {
 			rec.RuntimeCreated = false
 		}
 	}
-	mon := m.monitorClient(rec.SandboxID)
-	if err := mon.Forget(ctx, rec.ID); err != nil && !goneOrUnknown(err) {
-		errs = append(errs, fmt.Errorf("monitor: %w", err))
-	}
-	if err := unmountBelow(m.rootDir(rec.ID)); err != nil {
-		errs = append(errs, err)
-	} else {
-		rec.RootfsMounted = false
-	}
-	if len(errs) == 0 {
-		for _, d := range []string{m.rootDir(rec.ID), m.bundleDir(rec.ID)} {
-			if err := os.RemoveAll(d); err != nil {
-				errs = append(errs, err)
-			}
+	timer.Mark("runtime")
+	if rec.State != StateCreated || rec.RuntimeCreated {
+		// The monitor knows the container once it ran the runtime for it.
+		if err := m.forgetLocked(c); err != nil {
+			errs = append(errs, err)
 		}
 	}
+	timer.Mark("monitor")
+	if rec.RootfsMounted || rec.State == StateCreating {
+		if err := unmountBelow(m.rootDir(rec.ID)); err != nil {
+			errs = append(errs, err)
+		} else {
+			rec.RootfsMounted = false
+		}
+	}
+	timer.Mark("unmount")
+	if len(errs) == 0 {
+		if err := m.removeDirs(rec.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	timer.Mark("dirs")
 	return errors.Join(errs...)
 }

@@ -24,20 +24,57 @@ const (
 type exitInfo struct {
 	code int32
 	at   int64 // Unix nanoseconds
-	// unknown, when set, says why the exit status is not known.
-	unknown string
+	// reason and message, when set, are recorded as they are (an exit
+	// nobody saw, a start that failed); otherwise the reason comes from
+	// the exit code and the OOM killer.
+	reason, message string
 }
 
 // unknownExit is the exit of a container whose status nobody could tell.
 func unknownExit(why string) exitInfo {
-	return exitInfo{code: unknownExitCode, at: time.Now().UnixNano(), unknown: why}
+	return exitInfo{code: unknownExitCode, at: time.Now().UnixNano(), reason: unknownExitReason, message: why}
 }
 
-// waitExit follows a container until it exits, records its exit and
-// deletes it from the runtime.
+// waitExit follows a container until it exits, then ends it (endLocked).
 func (m *Manager) waitExit(c *Container, monitorDir string) {
-	m.recordExit(c, m.followExit(c, monitorDir))
-	m.deleteExited(c)
+	exit := m.followExit(c, monitorDir)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m.endLocked(c, exit)
+}
+
+// endLocked ends a container that exited, once: how it ended is read (the
+// OOM kill from its cgroup, before the cgroup goes), then what its process
+// held is released (releaseProcessLocked), and only then is EXITED
+// persisted and published. So StopContainer, which waits for EXITED,
+// returns with nothing of the container's process left, as containerd's
+// does (its task is deleted on exit), and RemoveContainer has no runtime
+// exec and no unmount left to do. c.mu must be held.
+func (m *Manager) endLocked(c *Container, exit exitInfo) {
+	if c.rec.State == StateExited {
+		return
+	}
+	oom := exit.reason == "" && oomKilled(c.rec.CgroupsPath)
+	m.releaseProcessLocked(c)
+	m.forgetLocked(c)
+	m.recordExitLocked(c, exit, oom)
+}
+
+// forgetLocked has the pod's monitor drop a container whose exit huskd
+// has: nothing is asked of the monitor about it any more (its exit file
+// stays for a restarted huskd). A monitor that is gone or never knew it
+// has nothing to drop. c.mu must be held.
+func (m *Manager) forgetLocked(c *Container) error {
+	if c.forgotten {
+		return nil
+	}
+	ctx, cancel := lifecycle.FreshContext()
+	defer cancel()
+	if err := m.monitorClient(c.rec.SandboxID).Forget(ctx, c.rec.ID); err != nil && !goneOrUnknown(err) {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	c.forgotten = true
+	return nil
 }
 
 // followExit waits for the exit the container's monitor records. When the
@@ -97,37 +134,62 @@ func (m *Manager) followProcess(c *Container, monitorDir string) exitInfo {
 	return unknownExit(fmt.Sprintf("the container's monitor is gone; its process %d exited with a status only its parent saw", v.PID))
 }
 
-// deleteExited deletes an exited container's runtime state and cgroup at
-// once, as containerd deletes the task on exit: the exit reason was read
-// from the cgroup already, and RemoveContainer then has no runtime exec
-// left to do. A failure leaves RuntimeCreated set for Remove to retry.
+// deleteExited releases, after a restart, what the process of a container
+// recorded EXITED still holds (releaseProcessLocked) and persists that it
+// is released.
 func (m *Manager) deleteExited(c *Container) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rec := &c.rec
-	if !rec.RuntimeCreated || rec.State != StateExited {
+	if rec.State != StateExited || !m.releaseProcessLocked(c) {
 		return
 	}
-	ctx, cancel := lifecycle.FreshContext()
-	defer cancel()
-	if err := m.deleteRuntime(ctx, rec); err != nil {
-		m.logger(rec).Warn("delete exited container from the runtime", "error", err)
-		return
-	}
-	rec.RuntimeCreated = false
 	if err := m.persistLocked(c); err != nil {
 		m.logger(rec).Error("persist", "error", err)
 	}
 }
 
-// recordExit records the container's end, once.
+// releaseProcessLocked releases what an exited container's process held:
+// its runtime container and cgroup (deleteRuntime), then its rootfs and
+// image volume mounts. A step that fails keeps its flag (RuntimeCreated,
+// RootfsMounted) for RemoveContainer to retry. It reports whether a flag
+// changed. c.mu must be held.
+func (m *Manager) releaseProcessLocked(c *Container) (changed bool) {
+	rec := &c.rec
+	log := m.logger(rec)
+	if rec.RuntimeCreated {
+		ctx, cancel := lifecycle.FreshContext()
+		defer cancel()
+		if err := m.deleteRuntime(ctx, rec); err != nil {
+			log.Warn("delete exited container from the runtime", "error", err)
+			return false
+		}
+		rec.RuntimeCreated, changed = false, true
+	}
+	if rec.RootfsMounted {
+		if err := unmountBelow(m.rootDir(rec.ID)); err != nil {
+			log.Warn("unmount exited container's rootfs", "error", err)
+			return changed
+		}
+		rec.RootfsMounted, changed = false, true
+	}
+	return changed
+}
+
+// recordExit records the end of a container found exited at recovery.
 func (m *Manager) recordExit(c *Container, exit exitInfo) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	rec := &c.rec
-	if rec.State == StateExited {
-		return
+	if c.rec.State != StateExited {
+		m.recordExitLocked(c, exit, exit.reason == "" && oomKilled(c.rec.CgroupsPath))
 	}
+}
+
+// recordExitLocked persists and publishes the container's end, closes
+// c.exited and tells the listeners; oom says the kernel's OOM killer
+// killed a process of its cgroup. c.mu must be held.
+func (m *Manager) recordExitLocked(c *Container, exit exitInfo, oom bool) {
+	rec := &c.rec
 	rec.State = StateExited
 	rec.ExitCode = exit.code
 	rec.FinishedAt = exit.at
@@ -135,9 +197,9 @@ func (m *Manager) recordExit(c *Container, exit exitInfo) {
 		rec.FinishedAt = rec.StartedAt // clocks of two processes; never finished before started
 	}
 	switch {
-	case exit.unknown != "":
-		rec.Reason, rec.Message = unknownExitReason, exit.unknown
-	case oomKilled(rec.CgroupsPath):
+	case exit.reason != "":
+		rec.Reason, rec.Message = exit.reason, exit.message
+	case oom:
 		rec.Reason = "OOMKilled"
 	case exit.code == 0:
 		rec.Reason = "Completed"

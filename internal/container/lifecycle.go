@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -14,48 +13,15 @@ import (
 
 	"github.com/huskrt/husk/internal/monitor"
 	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/proc"
 )
 
-// Start starts a created container.
-func (m *Manager) Start(ctx context.Context, id string) error {
-	c, err := m.index.Get(id)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	rec := &c.rec
-	if rec.State != StateCreated {
-		return fmt.Errorf("container %s is %s, not CREATED: %w", rec.ID, strings.ToLower(string(rec.State)), errdefs.ErrFailedPrecondition)
-	}
-	rt, err := m.opts.Runtimes.Get(rec.Handler)
-	if err != nil {
-		return err
-	}
-	// Taken before the runtime lets the process go: a process that exits
-	// at once must not seem to have finished before it started.
-	startedAt := time.Now().UnixNano()
-	switch err := rt.Start(context.WithoutCancel(ctx), rec.ID); {
-	case errors.Is(err, ociruntime.ErrAlreadyStarted):
-		// A StartContainer a daemon crash cut short: its runtime call
-		// went on and started the container after recovery looked.
-		m.logger(rec).Warn("the runtime had started the container already")
-	case err != nil:
-		return fmt.Errorf("container %s: start: %w", rec.ID, err)
-	}
-	rec.State = StateRunning
-	rec.StartedAt = startedAt
-	if err := m.persistLocked(c); err != nil {
-		return err
-	}
-	m.logger(rec).Info("container started")
-	m.emit(rec, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT)
-	return nil
-}
-
-// Stop stops a container: its stop signal (signal.go), then
-// SIGKILL after timeout. Stopping an exited or unknown container succeeds.
+// Stop stops a container: its stop signal (signal.go), then SIGKILL after
+// timeout, and returns once its exit is recorded, with nothing of its
+// process left (endLocked). Stopping an exited or unknown container
+// succeeds, and so does stopping one that was never started, which stays
+// CREATED, as in containerd.
 func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	c, err := m.index.Get(id)
 	if errdefs.IsNotFound(err) {
@@ -69,6 +35,17 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 
 func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration) error {
 	v := c.view()
+	if v.State == StateCreated {
+		// A start under way holds the lock: then there is a process to
+		// stop once it returns.
+		c.mu.Lock()
+		started := c.rec.State != StateCreated || c.rec.RuntimeCreated
+		c.mu.Unlock()
+		if !started {
+			return nil
+		}
+		v = c.view()
+	}
 	if v.State == StateExited || v.State == StateCreating {
 		return nil
 	}
@@ -110,12 +87,18 @@ func (m *Manager) stop(ctx context.Context, c *Container, timeout time.Duration)
 	}
 }
 
-// kill signals the container's init through its runtime. When the
-// runtime no longer knows the container (its state root went with a wiped
-// state dir) but its init still runs, the init is signalled through a
-// pidfd, checked against its recorded start time and boot.
+// kill signals the container's init through a pidfd, checked against
+// its recorded start time and boot: what the runtime's kill does for a
+// container that is not paused (the CRI has no pause), without an exec of
+// the runtime on StopContainer's path. A record without a start time
+// (made by an older huskd) is signalled through the runtime; when that
+// no longer knows the container (its state root went with a wiped state
+// dir), through the pidfd all the same.
 func (m *Manager) kill(ctx context.Context, c *Container, rt *ociruntime.Runtime, sig syscall.Signal) error {
 	v := c.view()
+	if v.PIDStart != 0 {
+		return proc.Signal(identity(v), sig)
+	}
 	err := rt.Kill(context.WithoutCancel(ctx), v.ID, sig)
 	if errors.Is(err, ociruntime.ErrNotExist) && proc.Signal(identity(v), sig) == nil {
 		return nil
@@ -126,7 +109,7 @@ func (m *Manager) kill(ctx context.Context, c *Container, rt *ociruntime.Runtime
 // exitedErr recognises a kill of a container whose process is gone: it
 // stopped, or it was deleted from the runtime once it exited.
 func exitedErr(err error) bool {
-	return errors.Is(err, ociruntime.ErrNotRunning) || errors.Is(err, ociruntime.ErrNotExist)
+	return errors.Is(err, proc.ErrGone) || errors.Is(err, ociruntime.ErrNotRunning) || errors.Is(err, ociruntime.ErrNotExist)
 }
 
 // Remove removes a container, killing it first when it runs. Removing an
@@ -139,23 +122,28 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	timer := phase.Start(nil)
 	if err := m.stop(ctx, c, 0); err != nil {
 		return err
 	}
+	timer.Mark("stop")
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	timer.Mark("lock")
 	rec := &c.rec
 	if _, err := m.index.Get(rec.ID); err != nil {
 		return nil // removed meanwhile
 	}
-	if err := m.releaseLocked(c); err != nil {
+	if err := m.releaseLocked(c, timer); err != nil {
 		_ = m.persistLocked(c)
 		return fmt.Errorf("container %s: remove: %w", rec.ID, err)
 	}
 	if err := m.deleteLocked(c); err != nil {
 		return err
 	}
+	timer.Mark("record")
 	m.logger(rec).Info("container removed")
+	m.logger(rec).Debug("container remove phases", timer.Attrs()...)
 	m.emit(rec, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT)
 	return nil
 }

@@ -1,25 +1,27 @@
 // Package container owns app containers in pod sandboxes: CreateContainer's
 // steps and their rollback, start, stop, remove, status, exec, log reopen,
 // resource updates and recovery after a daemon restart. Containers are
-// created through the pod's monitor (internal/monitor), which stays their
+// run through the pod's monitor (internal/monitor), which stays their
 // parent, copies their output into the CRI log and records their exits.
 //
 // State machine of a container record (Record.State):
 //
-//	Create: record persisted first
-//	      CREATING --- any step fails: undo all, record deleted
+//	Create: name reserved in memory
+//	      CREATING --- any step fails: undo all, name released
 //	          |
-//	  rootfs mounted, runtime create through the monitor
+//	  rootfs mounted, bundle written; record persisted
 //	          v
-//	       CREATED --- StartContainer ---> RUNNING
-//	          |                               |
-//	          +---------- exit (monitor) -----+
-//	                          v
-//	                       EXITED (exit code, time, reason persisted)
-//	                          |
-//	                   RemoveContainer
-//	                          v
-//	                       (gone)
+//	       CREATED --- StartContainer: runtime run through the monitor ---> RUNNING
+//	          |    (a start that fails: EXITED, StartError)                    |
+//	          |                                                  exit (monitor); runtime
+//	          |                                                  container deleted, rootfs
+//	          |                                                  unmounted
+//	          |                                                            v
+//	          |                                  EXITED (exit code, time, reason persisted)
+//	          |                                                            |
+//	          +------------------------ RemoveContainer -------------------+
+//	                                           v
+//	                                        (gone)
 package container
 
 import (
@@ -117,6 +119,9 @@ type Container struct {
 	// snapshot is the last persisted copy of rec, for readers that must
 	// not wait behind mu.
 	snapshot lifecycle.Snapshot[Record]
+	// forgotten is set once the pod's monitor dropped the container
+	// (forgetLocked); guarded by mu.
+	forgotten bool
 }
 
 // view returns the last published copy of the record; a container being
@@ -227,6 +232,11 @@ type Manager struct {
 	// bootID is this boot's, read once.
 	bootID string
 
+	// trashes delete the dirs of removed containers in the background:
+	// the one under RootDir (writable layers), the one under StateDir
+	// (bundles).
+	rootTrash, stateTrash *trash
+
 	// watcher follows, by pidfd, the containers whose monitor is gone;
 	// started on first use.
 	watcherOnce sync.Once
@@ -267,13 +277,21 @@ func New(opts Options) (*Manager, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.stopRefresh = cancel
+	if m.rootTrash, err = newTrash(ctx, filepath.Join(opts.RootDir, "trash"), opts.Logger); err != nil {
+		cancel()
+		return nil, err
+	}
+	if m.stateTrash, err = newTrash(ctx, filepath.Join(opts.StateDir, "trash"), opts.Logger); err != nil {
+		cancel()
+		return nil, err
+	}
 	go m.refreshLoop(ctx, opts.LayerRefresh)
 	return m, nil
 }
 
 // Close stops the background work of the manager (the writable layers'
-// refresh, following the containers whose monitor is gone); containers
-// keep running.
+// refresh, deleting removed containers' dirs, following the containers
+// whose monitor is gone); containers keep running.
 func (m *Manager) Close() {
 	m.stopRefresh()
 	m.watcherOnce.Do(func() { m.watcherErr = errors.New("closed") })
@@ -308,6 +326,12 @@ func (m *Manager) bundleDir(id string) string {
 	return filepath.Join(m.opts.StateDir, "containers", id)
 }
 func (m *Manager) exitFile(id string) string { return filepath.Join(m.bundleDir(id), "exit.json") }
+
+// removeDirs takes a container's dirs away; they are deleted in the
+// background (trash).
+func (m *Manager) removeDirs(id string) error {
+	return errors.Join(m.rootTrash.remove(m.rootDir(id)), m.stateTrash.remove(m.bundleDir(id)))
+}
 
 // monitorDir is short: it holds unix sockets, whose paths are limited to
 // 108 bytes. 64 bits of the random sandbox ID are unique enough on a node.

@@ -74,26 +74,43 @@ func propagationError(want runtimeapi.MountPropagation, hostPath string, mnt *mo
 }
 
 // volumeViews stages the views CRI mounts need (viewsNeeded) under dir.
-// It returns the staged path of each such mount by index, and a cleanup
-// that detaches them: the runtime's bind mounts are clones, so the views
-// can go once it created the container.
-func volumeViews(dir string, mounts []*runtimeapi.Mount, userns *idmap, sb *runtimeapi.PodSandboxConfig, runtimeRRO bool) (map[int]string, func(), error) {
+// It returns the staged path of each such mount by index. The runtime's
+// bind mounts are clones, so the views go once it created the container
+// (dropVolumeViews); until then they stay, across a restart of huskd too.
+func volumeViews(dir string, mounts []*runtimeapi.Mount, userns *idmap, sb *runtimeapi.PodSandboxConfig, runtimeRRO bool) (map[int]string, error) {
 	views, index, err := viewsNeeded(mounts, userns, sb, runtimeRRO)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if len(views) == 0 {
-		return nil, func() {}, nil
+		return nil, nil
 	}
-	staged, cleanup, err := stageViews(filepath.Join(dir, "volume-views"), views)
+	staged, _, err := stageViews(viewsDir(dir), views)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	out := map[int]string{}
 	for j, i := range index {
 		out[i] = staged[j]
 	}
-	return out, cleanup, nil
+	return out, nil
+}
+
+// viewsDir is where the volume views of the container whose root dir is
+// dir are staged.
+func viewsDir(dir string) string { return filepath.Join(dir, "volume-views") }
+
+// dropVolumeViews detaches the staged volume views of the container whose
+// root dir is dir, once the runtime has made its clones of them.
+func dropVolumeViews(dir string) error {
+	views := viewsDir(dir)
+	if _, err := os.Stat(views); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err := unmountBelow(views); err != nil {
+		return err
+	}
+	return os.RemoveAll(views)
 }
 
 // viewsNeeded lists the mounts that are bind mounted from a view, with

@@ -10,6 +10,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/phase"
+	"github.com/huskrt/husk/internal/proc"
 )
 
 // Recover loads every container record after a daemon start. Each holds
@@ -65,7 +68,7 @@ func (m *Manager) releaseUnknownOne(ctx context.Context, id string) error {
 	if err := unmountBelow(m.rootDir(id)); err != nil {
 		return err
 	}
-	return errors.Join(os.RemoveAll(m.rootDir(id)), os.RemoveAll(m.bundleDir(id)))
+	return m.removeDirs(id)
 }
 
 // readable refuses a record recovery cannot serve (it is quarantined):
@@ -109,7 +112,7 @@ func (m *Manager) reconcile(ctx context.Context, c *Container) {
 		c.mu.Lock()
 		// What the cut-short Create did is unknown: undo every step.
 		c.rec.RuntimeCreated = true
-		err := m.releaseLocked(c)
+		err := m.releaseLocked(c, phase.Start(nil))
 		if err == nil {
 			err = m.deleteLocked(c)
 		}
@@ -127,14 +130,21 @@ func (m *Manager) reconcile(ctx context.Context, c *Container) {
 	}
 	switch e, ok := m.recordedExit(r.ID); {
 	case ok:
+		if r.State == StateCreated {
+			// Started by a StartContainer a crash cut short, and exited:
+			// the runtime holds what is left of it.
+			c.mu.Lock()
+			c.rec.RuntimeCreated = true
+			c.mu.Unlock()
+		}
 		m.recordExit(c, e)
 	case r.BootID != "" && r.BootID != m.bootID:
 		// Its process went with the boot, and its exit file with the
 		// state dir: the exit is unknown, never RUNNING forever.
 		m.recordExit(c, unknownExit("the node rebooted while the container ran; its exit was not recorded"))
 	default:
-		if r.State == StateCreated {
-			m.startedMeanwhile(ctx, c)
+		if r.State == StateCreated && !m.reconcileCreated(ctx, c) {
+			return // never started: nothing runs to follow
 		}
 		go m.waitExit(c, m.monitorDir(r.SandboxID))
 		return
@@ -146,14 +156,15 @@ func (m *Manager) reconcile(ctx context.Context, c *Container) {
 const leftoverTimeout = 10 * time.Second
 
 // awaitLeftoverStarts waits for the runtime starts a killed huskd left
-// running: one finishing after recovery read a CREATED container's state
-// would leave it running while it is reported CREATED.
+// running (its own `start` calls, the `run` calls it had monitors make):
+// one finishing after recovery read a CREATED container's state would
+// leave it running while it is reported CREATED.
 func (m *Manager) awaitLeftoverStarts(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, leftoverTimeout)
 	defer cancel()
 	for _, rt := range m.opts.Runtimes.All() {
 		for {
-			calls := rt.Calls("start")
+			calls := append(rt.Calls("start"), rt.Calls("run")...)
 			if len(calls) == 0 {
 				break
 			}
@@ -167,26 +178,54 @@ func (m *Manager) awaitLeftoverStarts(ctx context.Context) {
 	}
 }
 
-// startedMeanwhile marks a CREATED container RUNNING when its runtime says
-// it runs: a StartContainer that a crash cut short once the runtime had
-// started it. The start time is lost with the crash: the time of recovery
-// stands for it.
-func (m *Manager) startedMeanwhile(ctx context.Context, c *Container) {
+// reconcileCreated brings a CREATED container in line with its runtime
+// and reports whether a process of it is to be followed. One the runtime
+// runs was started by a StartContainer that a crash cut short: it is
+// RUNNING (the start time is lost with the crash: the time of recovery
+// stands for it). One the runtime holds only created, when huskd runs the
+// runtime's create and start in one call, is what a run cut short between
+// the two left (its monitor killed too): it is deleted, for
+// StartContainer to run the container afresh. A container an older huskd
+// created in the runtime waits at the runtime's exec fifo, a child of its
+// monitor, to be followed.
+func (m *Manager) reconcileCreated(ctx context.Context, c *Container) (follow bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rec := &c.rec
 	rt, err := m.opts.Runtimes.Get(rec.Handler)
 	if err != nil {
-		return
+		return rec.RuntimeCreated
 	}
 	st, err := rt.State(ctx, rec.ID)
-	if err != nil || st.Status != "running" {
-		return
+	if err != nil {
+		return rec.RuntimeCreated
 	}
-	rec.State, rec.StartedAt = StateRunning, time.Now().UnixNano()
-	if err := m.persistLocked(c); err != nil {
-		m.logger(rec).Error("persist RUNNING", "error", err)
-		return
+	createdHere := rec.RuntimeCreated
+	rec.RuntimeCreated = true
+	switch st.Status {
+	case "running":
+		if rec.PID == 0 && st.PID > 0 {
+			rec.PID = st.PID
+			rec.PIDStart, _ = proc.StartTime(st.PID)
+		}
+		rec.State, rec.StartedAt = StateRunning, time.Now().UnixNano()
+		if err := m.persistLocked(c); err != nil {
+			m.logger(rec).Error("persist RUNNING", "error", err)
+			return true
+		}
+		m.logger(rec).Info("a StartContainer cut short by a restart had started the container: RUNNING")
+		return true
+	case "created":
+		if createdHere {
+			return true
+		}
+		if err := m.deleteRuntime(ctx, rec); err != nil {
+			m.logger(rec).Error("delete a runtime container a cut-short start left created", "error", err)
+			return false // RuntimeCreated kept: RemoveContainer deletes it
+		}
+		rec.RuntimeCreated = false
+		m.logger(rec).Info("deleted what a start cut short left in the runtime: the container is CREATED")
+		return false
 	}
-	m.logger(rec).Info("a StartContainer cut short by a restart had started the container: RUNNING")
+	return true
 }

@@ -73,24 +73,23 @@ func buildSpec(cfg *runtimeapi.ContainerConfig, in oci.ContainerSpec, appArmor b
 }
 
 // writeBundle writes the spec as the bundle's config.json and makes the
-// CRI log's directory: what the runtime and the monitor need on disk. It
-// returns the bundle's directory.
-func (m *Manager) writeBundle(rec *Record, spec *specs.Spec) (string, error) {
+// CRI log's directory: what the runtime and the monitor need on disk.
+func (m *Manager) writeBundle(rec *Record, spec *specs.Spec) error {
 	if rec.LogPath != "" {
 		if err := os.MkdirAll(filepath.Dir(rec.LogPath), 0o755); err != nil {
-			return "", fmt.Errorf("log directory: %w", err)
+			return fmt.Errorf("log directory: %w", err)
 		}
 	}
 	bundle := m.bundleDir(rec.ID)
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
-		return "", fmt.Errorf("bundle: %w", err)
+		return fmt.Errorf("bundle: %w", err)
 	}
 	b, err := json.Marshal(spec)
 	if err != nil {
-		return "", fmt.Errorf("spec: %w", err)
+		return fmt.Errorf("spec: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
-		return "", fmt.Errorf("spec: %w", err)
+		return fmt.Errorf("spec: %w", err)
 	}
-	return bundle, nil
+	return nil
 }

@@ -40,24 +40,28 @@ func (m *Manager) Update(ctx context.Context, id string, r *runtimeapi.LinuxCont
 	if err := checkMemoryLimit(rec, r.GetMemoryLimitInBytes()); err != nil {
 		return err
 	}
-	if err := m.applyResources(ctx, rec, r); err != nil {
-		return err
-	}
 	// Keep what was not updated.
 	cur := decodeResources(rec.Resources)
 	if cur == nil {
 		cur = &runtimeapi.LinuxContainerResources{}
 	}
 	mergeResources(cur, r)
+	if err := m.applyResources(ctx, rec, r, cur); err != nil {
+		return err
+	}
 	rec.Resources, _ = json.Marshal(cur)
 	return m.persistLocked(c)
 }
 
-// applyResources has the runtime write r to the container's cgroup. A v1
-// kernel that cannot reclaim enough to fit a lower memory limit refuses it
-// (EBUSY; runc says "unable to set memory limit ... current usage"): that
-// is the container's state, not a failure of the runtime.
-func (m *Manager) applyResources(ctx context.Context, rec *Record, r *runtimeapi.LinuxContainerResources) error {
+// applyResources has the runtime write r to the container's cgroup; a
+// container not yet in the runtime gets all its resources (merged) in its
+// spec. A v1 kernel that cannot reclaim enough to fit a lower memory limit
+// refuses it (EBUSY; runc says "unable to set memory limit ... current
+// usage"): that is the container's state, not a failure of the runtime.
+func (m *Manager) applyResources(ctx context.Context, rec *Record, r, merged *runtimeapi.LinuxContainerResources) error {
+	if !rec.RuntimeCreated {
+		return m.updateBundle(rec, merged)
+	}
 	rt, err := m.opts.Runtimes.Get(rec.Handler)
 	if err != nil {
 		return err
@@ -79,6 +83,39 @@ func (m *Manager) applyResources(ctx context.Context, rec *Record, r *runtimeapi
 	}
 	if err != nil {
 		return fmt.Errorf("container %s: update resources: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// updateBundle writes the resources r into the spec of a container the
+// runtime has not made yet (CREATED: StartContainer runs it from its
+// bundle), as the kubelet's CPU manager asks between CreateContainer and
+// StartContainer.
+func (m *Manager) updateBundle(rec *Record, r *runtimeapi.LinuxContainerResources) error {
+	path := filepath.Join(m.bundleDir(rec.ID), "config.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("container %s: update: %w", rec.ID, err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return fmt.Errorf("container %s: update: spec: %w", rec.ID, err)
+	}
+	if spec.Linux == nil {
+		spec.Linux = &specs.Linux{}
+	}
+	if spec.Linux.Resources == nil {
+		spec.Linux.Resources = &specs.LinuxResources{}
+	}
+	if len(r.GetHugepageLimits()) > 0 {
+		spec.Linux.Resources.HugepageLimits = nil // UpdateResources appends them
+	}
+	oci.UpdateResources(spec.Linux.Resources, r)
+	if b, err = json.Marshal(&spec); err != nil {
+		return fmt.Errorf("container %s: update: spec: %w", rec.ID, err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("container %s: update: %w", rec.ID, err)
 	}
 	return nil
 }

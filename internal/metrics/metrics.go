@@ -19,11 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Phases of RunPodSandbox and CreateContainer, as internal/sandbox and
-// internal/container name them.
+// Phases of RunPodSandbox, and of CreateContainer and StartContainer, as
+// internal/sandbox and internal/container name them.
 var (
 	SandboxPhases   = []string{"persist", "files", "netns", "network", "infra", "ready"}
-	ContainerPhases = []string{"persist", "rootfs", "image_volumes", "spec", "monitor", "runtime", "persisted"}
+	ContainerPhases = []string{"reserve", "rootfs", "image_volumes", "spec", "persisted", "run", "started"}
 	// StreamKinds are the sessions of the streaming server.
 	StreamKinds = []string{"exec", "attach", "portforward"}
 )
@@ -140,7 +140,7 @@ func New(methods []string) *Metrics {
 		}, []string{"phase"}), known: map[string]prometheus.Observer{}},
 		containerPhases: phaseSeries{vec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "husk_container_phase_duration_seconds",
-			Help:    "Time of each step of CreateContainer: persist, rootfs, spec, monitor, runtime, persisted.",
+			Help:    "Time of each step of CreateContainer (reserve, rootfs, image_volumes, spec, persisted) and StartContainer (run, started).",
 			Buckets: phaseBuckets,
 		}, []string{"phase"}), known: map[string]prometheus.Observer{}},
 		pullBytes: prometheus.NewCounter(prometheus.CounterOpts{
@@ -217,7 +217,8 @@ func (m *Metrics) SandboxPhases() PhaseObserver {
 	return m.sandboxPhases
 }
 
-// ContainerPhases receives the steps of CreateContainer (phase.Observer).
+// ContainerPhases receives the steps of CreateContainer and StartContainer
+// (phase.Observer).
 func (m *Metrics) ContainerPhases() PhaseObserver {
 	if m == nil {
 		return nil

@@ -27,6 +27,15 @@ import (
 // exited, or was killed.
 var ErrGone = errors.New("monitor not running")
 
+// errUnreached is an ErrGone of a request that was never sent: nothing
+// answered the dial.
+var errUnreached = errors.New("no monitor listens")
+
+// Unreached tells an error of a request no monitor received (nothing
+// listens in its directory), which may be sent again to a monitor
+// started anew, from one that died with the request open.
+func Unreached(err error) bool { return errors.Is(err, errUnreached) }
+
 // Error is a monitor's answer to a request that failed. It unwraps to the
 // errdefs class of its code (errdefs.ErrNotFound for a container the
 // monitor does not know), so callers test the class, never the message.
@@ -124,7 +133,7 @@ func (c *Client) call(ctx context.Context, req *proto.Request) (*proto.Response,
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, proto.SocketName))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrGone, err)
+		return nil, fmt.Errorf("%w: %w: %w", ErrGone, errUnreached, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
@@ -156,6 +165,28 @@ func (c *Client) Ping(ctx context.Context) error {
 // returns the PID of its init, waiting at the runtime's exec fifo.
 func (c *Client) Create(ctx context.Context, cr *proto.Create) (int, error) {
 	resp, err := c.call(ctx, &proto.Request{Op: proto.OpCreate, Create: cr})
+	if err != nil {
+		return 0, err
+	}
+	return resp.PID, nil
+}
+
+// Run has the monitor create and start a container in one runtime call
+// and returns the PID of its process. A monitor that predates the run
+// operation (started by an older huskd) is asked to create the container,
+// and start then has the runtime start it.
+func (c *Client) Run(ctx context.Context, cr *proto.Create, start func() error) (int, error) {
+	resp, err := c.call(ctx, &proto.Request{Op: proto.OpRun, Create: cr})
+	// A complete request is invalid only as an operation the monitor
+	// does not know.
+	var merr *Error
+	if errors.As(err, &merr) && merr.Code == proto.CodeInvalidArgument {
+		pid, err := c.Create(ctx, cr)
+		if err != nil {
+			return 0, err
+		}
+		return pid, start()
+	}
 	if err != nil {
 		return 0, err
 	}

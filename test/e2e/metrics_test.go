@@ -61,7 +61,7 @@ func TestMetricsProfilingAndJSONLogs(t *testing.T) {
 	after = scrape(t, metricsAddr)
 	moved(`husk_cri_requests_total{code="OK",method="CreateContainer"}`, 1)
 	moved(`husk_cri_requests_total{code="OK",method="Exec"}`, 1)
-	for _, p := range []string{"persist", "rootfs", "image_volumes", "spec", "monitor", "runtime", "persisted"} {
+	for _, p := range []string{"reserve", "rootfs", "image_volumes", "spec", "persisted", "run", "started"} {
 		moved(`husk_container_phase_duration_seconds_count{phase="`+p+`"}`, 1)
 	}
 	moved(`husk_containers{state="running"}`, 1)

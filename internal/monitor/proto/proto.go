@@ -8,8 +8,13 @@ const SocketName = "monitor.sock"
 
 // Operations.
 const (
-	OpPing     = "ping"
-	OpCreate   = "create"   // create a container through the runtime; answers its PID
+	OpPing   = "ping"
+	OpCreate = "create" // create a container through the runtime; answers its PID
+	// OpRun creates and starts a container in one runtime call (its run
+	// --detach): the Create request, answered with the PID of the
+	// container's process, running. A monitor older than OpRun answers
+	// CodeInvalidArgument (unknown op).
+	OpRun      = "run"
 	OpWait     = "wait"     // answers once the container exited and its exit is recorded
 	OpReopen   = "reopen"   // reopen the container's log file
 	OpForget   = "forget"   // drop an exited container
@@ -42,7 +47,8 @@ type Request struct {
 	Create *Create `json:"create,omitempty"`
 }
 
-// Create describes a container for the runtime's create command.
+// Create describes a container for the runtime's create (OpCreate) or run
+// (OpRun) command.
 type Create struct {
 	ID string `json:"id"`
 	// Runtime is the OCI runtime binary, RuntimeRoot its --root.
