@@ -145,3 +145,58 @@ func TestResponseErrorWithoutCode(t *testing.T) {
 		t.Errorf("a success = %v", err)
 	}
 }
+
+// Run against a monitor that predates the run operation (it answers an
+// unknown op with invalid_argument, as cmd/husk-monitor's handle does)
+// creates the container there, then starts it; against one that knows
+// run, it is one request. A request to a directory where nothing listens
+// is Unreached; one the monitor answered is not.
+func TestRunFallsBackToCreateAndStart(t *testing.T) {
+	for _, knowsRun := range []bool{true, false} {
+		dir := t.TempDir()
+		l, err := net.Listen("unix", filepath.Join(dir, proto.SocketName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops := make(chan string, 4)
+		go func() {
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					return
+				}
+				var req proto.Request
+				_ = json.NewDecoder(conn).Decode(&req)
+				ops <- req.Op
+				resp := proto.Response{PID: 42}
+				if req.Op == proto.OpRun && !knowsRun {
+					resp = proto.Response{Error: "unknown op \"run\"", Code: proto.CodeInvalidArgument}
+				}
+				_ = json.NewEncoder(conn).Encode(&resp)
+				conn.Close()
+			}
+		}()
+		started := false
+		pid, err := For(dir).Run(context.Background(), &proto.Create{ID: "c1"}, func() error { started = true; return nil })
+		l.Close()
+		close(ops)
+		var got []string
+		for op := range ops {
+			got = append(got, op)
+		}
+		want, wantStarted := "[run]", false
+		if !knowsRun {
+			want, wantStarted = "[run create]", true
+		}
+		if err != nil || pid != 42 || fmt.Sprint(got) != want || started != wantStarted {
+			t.Errorf("knows run %v: pid %d, err %v, ops %v, started %v; want 42, nil, %s, %v", knowsRun, pid, err, got, started, want, wantStarted)
+		}
+		if Unreached(err) {
+			t.Errorf("knows run %v: an answered request is Unreached", knowsRun)
+		}
+	}
+	_, err := For(t.TempDir()).Run(context.Background(), &proto.Create{ID: "c1"}, func() error { return nil })
+	if !Unreached(err) || !errors.Is(err, ErrGone) {
+		t.Errorf("Run where nothing listens = %v, want Unreached and ErrGone", err)
+	}
+}
