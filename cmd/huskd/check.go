@@ -38,6 +38,12 @@ func checkCommand(args []string, stdout, stderr io.Writer) error {
 	for h, r := range cfg.Runtimes {
 		opts.Runtimes[h] = r.Path
 	}
+	chosen := ""
+	if opts.DefaultRuntime == "" {
+		var why string
+		opts.DefaultRuntime, why = nodecheck.DefaultRuntime(opts)
+		chosen = fmt.Sprintf("default_runtime is not set: %s is the default handler (%s)\n\n", opts.DefaultRuntime, why)
+	}
 	pause, err := findPause(cfg.PauseBinary)
 	opts.Helpers = append(opts.Helpers, nodecheck.Helper{Name: "husk-pause", Path: pause, Err: err})
 	opts.Pause = pause
@@ -46,7 +52,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	fmt.Fprintf(stdout, "huskd %s: what this node offers husk (config %s)\n\n", version, describeConfig(path, explicit))
+	fmt.Fprintf(stdout, "huskd %s: what this node offers husk (config %s)\n\n%s", version, describeConfig(path, explicit), chosen)
 	if missing := nodecheck.Write(stdout, nodecheck.Run(ctx, opts)); missing > 0 {
 		return fmt.Errorf("check: %d thing(s) husk needs are missing", missing)
 	}

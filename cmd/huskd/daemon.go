@@ -22,6 +22,7 @@ import (
 	"github.com/huskrt/husk/internal/image"
 	"github.com/huskrt/husk/internal/metrics"
 	"github.com/huskrt/husk/internal/network"
+	"github.com/huskrt/husk/internal/nodecheck"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/sandbox"
 	"github.com/huskrt/husk/internal/store"
@@ -156,14 +157,22 @@ func (d *daemon) openNetwork() (err error) {
 func (d *daemon) netnsDir() string { return filepath.Join(d.cfg.State, "netns") }
 
 // openRuntimes finds each handler's runtime. Only the default one must be
-// there: a missing other handler is logged and not offered.
+// there: a missing other handler is logged and not offered. A config that
+// names no default gets crun where it can run, else runc
+// (nodecheck.DefaultRuntime).
 func (d *daemon) openRuntimes() (err error) {
 	cfg := d.cfg
+	def := cfg.DefaultRuntime
+	if def == "" {
+		var why string
+		def, why = nodecheck.DefaultRuntime(runtimePaths(cfg))
+		d.log.Info("default runtime handler chosen", "handler", def, "why", why)
+	}
 	var found []*ociruntime.Runtime
 	for name, r := range cfg.Runtimes {
 		rt, err := ociruntime.New(name, r.Path, cfg.RuntimeRoot(name), cfg.CgroupDriver == "systemd")
 		if err != nil {
-			if name == cfg.DefaultRuntime {
+			if name == def {
 				return err
 			}
 			d.log.Warn("runtime handler unavailable", "handler", name, "error", err)
@@ -171,8 +180,17 @@ func (d *daemon) openRuntimes() (err error) {
 		}
 		found = append(found, rt)
 	}
-	d.runtimes, err = ociruntime.NewHandlers(cfg.DefaultRuntime, found...)
+	d.runtimes, err = ociruntime.NewHandlers(def, found...)
 	return err
+}
+
+// runtimePaths is what nodecheck needs to choose the default handler.
+func runtimePaths(cfg *config.Config) nodecheck.Options {
+	o := nodecheck.Options{Runtimes: map[string]string{}}
+	for h, r := range cfg.Runtimes {
+		o.Runtimes[h] = r.Path
+	}
+	return o
 }
 
 func (d *daemon) openImages() (err error) {
@@ -278,7 +296,7 @@ func (d *daemon) serve(sigs <-chan os.Signal, sd *notifier) error {
 	}
 	cfg := d.cfg
 	d.log.Info("huskd serving", "version", version, "socket", cfg.Listen, "root", cfg.Root, "state", cfg.State,
-		"default_runtime", cfg.DefaultRuntime, "handlers", d.runtimes.Names(), "pause", d.pause, "streaming", stream.Addr())
+		"default_runtime", d.runtimes.Default(), "handlers", d.runtimes.Names(), "pause", d.pause, "streaming", stream.Addr())
 	stopReaper := make(chan struct{})
 	defer close(stopReaper)
 	go reapOrphans(d.log, 2*time.Second, stopReaper)

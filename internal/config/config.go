@@ -39,8 +39,10 @@ type Config struct {
 	// per line, for a log pipeline).
 	LogFormat string `toml:"log_format" comment:"text or json"`
 
-	// DefaultRuntime is the handler used when a RuntimeClass names none.
-	DefaultRuntime string `toml:"default_runtime"`
+	// DefaultRuntime is the handler used when a RuntimeClass names none;
+	// empty: crun where it is installed and can run on the node, else runc
+	// (huskd logs which and why; `huskd check` says it too).
+	DefaultRuntime string `toml:"default_runtime" comment:"the handler of pods without a RuntimeClass; empty: crun where it is installed and can run on this node, else runc"`
 	// PauseBinary is the infra process; empty means husk-pause next to huskd,
 	// then on PATH.
 	PauseBinary string `toml:"pause_binary"`
@@ -194,7 +196,6 @@ func Default() *Config {
 		Listen:                   "/run/husk/husk.sock",
 		LogLevel:                 "info",
 		LogFormat:                "text",
-		DefaultRuntime:           "runc",
 		CgroupDriver:             "cgroupfs",
 		CgroupParent:             "/husk",
 		ShmSize:                  64 << 20,
@@ -350,7 +351,7 @@ func (c *Config) Validate() error {
 			bad("cni.default_bridge", "must be an interface name of 1 to 15 bytes, got %q", c.CNI.DefaultBridge)
 		}
 	}
-	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
+	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok && c.DefaultRuntime != "" {
 		bad("default_runtime", "%q has no [runtimes.%s] table", c.DefaultRuntime, c.DefaultRuntime)
 	}
 	for _, name := range sortedKeys(c.Runtimes) {

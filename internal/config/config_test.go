@@ -22,7 +22,7 @@ func TestParse(t *testing.T) {
 		check   func(t *testing.T, c *Config)
 	}{
 		{"empty is defaults", "", "", func(t *testing.T, c *Config) {
-			if c.Root != "/var/lib/husk" || c.CNI.ConfDir != "/etc/cni/net.d" || c.DefaultRuntime != "runc" {
+			if c.Root != "/var/lib/husk" || c.CNI.ConfDir != "/etc/cni/net.d" || c.DefaultRuntime != "" {
 				t.Errorf("defaults not kept: %+v", c)
 			}
 		}},

@@ -301,3 +301,33 @@ func TestWrite(t *testing.T) {
 		}
 	}
 }
+
+// The default handler when the config names none: crun where it is
+// installed and the node lets it run, else runc, with why.
+func TestDefaultRuntime(t *testing.T) {
+	bin := t.TempDir()
+	crun := fakeRuntime(t, bin, "crun", "crun version 1.8.1", "")
+	hybrid := map[string]string{"proc/self/mountinfo": hybridMounts, "proc/cgroups": procCgroups}
+	withHugetlb := map[string]string{"proc/self/mountinfo": hybridMounts + hugetlbMount, "proc/cgroups": procCgroups}
+	tests := []struct {
+		name     string
+		files    map[string]string
+		runtimes map[string]string
+		want     string
+		why      string
+	}{
+		{"crun installed", withHugetlb, map[string]string{"runc": "runc", "crun": crun}, "crun", "installed"},
+		{"crun missing", withHugetlb, map[string]string{"runc": "runc", "crun": filepath.Join(bin, "nosuch")}, "runc", "not installed"},
+		{"no crun handler", withHugetlb, map[string]string{"runc": "runc"}, "runc", "no [runtimes.crun]"},
+		{"hugetlb quirk", hybrid, map[string]string{"runc": "runc", "crun": crun}, "runc", "crun refuses this node"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := newNode(t, tt.files).options()
+			o.Runtimes = tt.runtimes
+			if got, why := DefaultRuntime(o); got != tt.want || !strings.Contains(why, tt.why) {
+				t.Errorf("DefaultRuntime = %q (%s), want %q (%s)", got, why, tt.want, tt.why)
+			}
+		})
+	}
+}

@@ -40,6 +40,9 @@ func (h *Handlers) Get(handler string) (*Runtime, error) {
 	return r, nil
 }
 
+// Default is the name of the default handler.
+func (h *Handlers) Default() string { return h.def }
+
 // Names lists the configured handler names, sorted.
 func (h *Handlers) Names() []string {
 	out := make([]string, 0, len(h.byName))

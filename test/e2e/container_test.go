@@ -456,7 +456,7 @@ func TestContainerBadInput(t *testing.T) {
 	if err == nil {
 		_, err = e.rt.StartContainer(e.ctx(), &runtimeapi.StartContainerRequest{ContainerId: resp.ContainerId})
 	}
-	if err == nil || !strings.Contains(err.Error(), "no such file") {
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "no such file") {
 		t.Errorf("missing binary: %v", err)
 	}
 	e.stopRemove(podID)

@@ -152,11 +152,11 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatalf("READY=1 but Version: %v", err)
 	}
 	pod := e.podConfig("notify")
-	podID := e.runPod(pod, "")
+	podID := e.runPod(pod, "runc")
 	e.run(podID, pod, ctrConfig("app", "sleep", "3600"))
 	dumps, _ := filepath.Glob(filepath.Join(dir, "env.*"))
 	if len(dumps) < 2 {
-		t.Fatalf("the runtime wrapper ran %d times, want the infra's run and the container's create at least", len(dumps))
+		t.Fatalf("the runtime wrapper ran %d times, want the infra's run and the container's at least", len(dumps))
 	}
 	for _, d := range dumps {
 		if b, _ := os.ReadFile(d); bytes.Contains(b, []byte("NOTIFY_SOCKET")) {
