@@ -106,8 +106,9 @@ func (r *runtimeUnderTest) makePods(ctx context.Context, n int) ([]string, error
 	})
 }
 
-// nodeCgroup is the parent of the node scenario's pod cgroups.
-func nodeCgroup(side string) string { return "hbench-node-" + side }
+// nodeCgroup is the parent of the node scenario's pod cgroups, this
+// run's own.
+func nodeCgroup(side string) string { return "hbench-node-" + side + runTag }
 
 // removePods stops and removes the pods, nodeParallel at a time.
 func (r *runtimeUnderTest) removePods(ctx context.Context, pods []string) error {
