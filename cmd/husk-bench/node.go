@@ -90,12 +90,14 @@ func (r *runtimeUnderTest) makePods(ctx context.Context, n int) ([]string, error
 		cfg := r.podConfig("node", i)
 		// A cgroup of its own, as the kubelet gives every pod.
 		cfg.Linux.CgroupParent = fmt.Sprintf("/%s/pod%d", nodeCgroup(r.side), i)
+		ctr := sleeperConfig("app")
+		kubeletMetadata(cfg, ctr)
 		resp, err := r.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		if err != nil {
 			return fmt.Errorf("RunPodSandbox: %w", err)
 		}
 		pods[i] = resp.PodSandboxId
-		c, err := r.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: resp.PodSandboxId, Config: sleeperConfig("app"), SandboxConfig: cfg})
+		c, err := r.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: resp.PodSandboxId, Config: ctr, SandboxConfig: cfg})
 		if err != nil {
 			return fmt.Errorf("CreateContainer: %w", err)
 		}
@@ -104,6 +106,21 @@ func (r *runtimeUnderTest) makePods(ctx context.Context, n int) ([]string, error
 		}
 		return nil
 	})
+}
+
+// kubeletMetadata gives a pod and its container the labels and
+// annotations the kubelet gives them, which the lists the kubelet polls
+// carry back.
+func kubeletMetadata(pod *runtimeapi.PodSandboxConfig, ctr *runtimeapi.ContainerConfig) {
+	md := pod.GetMetadata()
+	pod.Labels["io.kubernetes.pod.name"] = md.GetName()
+	pod.Labels["io.kubernetes.pod.uid"] = md.GetUid()
+	pod.Annotations = map[string]string{"kubernetes.io/config.seen": "2026-12-02T06:00:00.000000000Z", "kubernetes.io/config.source": "api"}
+	ctr.Labels = map[string]string{"io.kubernetes.container.name": ctr.GetMetadata().GetName(), "io.kubernetes.pod.name": md.GetName(),
+		"io.kubernetes.pod.namespace": md.GetNamespace(), "io.kubernetes.pod.uid": md.GetUid()}
+	ctr.Annotations = map[string]string{"io.kubernetes.container.hash": "6f8c1a2b", "io.kubernetes.container.restartCount": "0",
+		"io.kubernetes.container.terminationMessagePath":   "/dev/termination-log",
+		"io.kubernetes.container.terminationMessagePolicy": "File", "io.kubernetes.pod.terminationGracePeriod": "30"}
 }
 
 // nodeCgroup is the parent of the node scenario's pod cgroups, this

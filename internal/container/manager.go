@@ -35,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -122,6 +123,8 @@ type Container struct {
 	// forgotten is set once the pod's monitor dropped the container
 	// (forgetLocked); guarded by mu.
 	forgotten bool
+	// listed is its ListContainers item, encoded (encodedItem).
+	listed atomic.Pointer[listed]
 }
 
 // view returns the last published copy of the record; a container being

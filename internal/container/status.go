@@ -1,15 +1,18 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/monitor"
@@ -116,39 +119,92 @@ func readSpec(bundle string) (json.RawMessage, error) {
 // sandbox ID and label selector.
 func (m *Manager) List(f *runtimeapi.ContainerFilter) []*runtimeapi.Container {
 	var out []*runtimeapi.Container
+	for _, x := range m.matching(f) {
+		out = append(out, listItem(x.v, x.c.config))
+	}
+	return out
+}
+
+// ListEncoded is List with each item in its protobuf encoding. A
+// container's is kept until its record changes (a new snapshot): the
+// kubelet relists every second, and encoding the same items again, their
+// labels and annotations above all, was most of the call.
+func (m *Manager) ListEncoded(f *runtimeapi.ContainerFilter) ([][]byte, error) {
+	list := m.matching(f)
+	out := make([][]byte, len(list))
+	for i, x := range list {
+		b, err := x.c.encodedItem(x.v)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: encode: %w", x.v.ID, err)
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+// listed is a container's ListContainers item in its protobuf encoding,
+// made from the snapshot snap.
+type listed struct {
+	snap *Record
+	b    []byte
+}
+
+// encodedItem is the encoding of the container's item as its snapshot v
+// says, made once per snapshot.
+func (c *Container) encodedItem(v *Record) ([]byte, error) {
+	if l := c.listed.Load(); l != nil && l.snap == v {
+		return l.b, nil
+	}
+	b, err := proto.Marshal(listItem(v, c.config))
+	if err != nil {
+		return nil, err
+	}
+	c.listed.Store(&listed{snap: v, b: b})
+	return b, nil
+}
+
+// match is a container that a filter matched, with the snapshot it was
+// matched on.
+type match struct {
+	c *Container
+	v *Record
+}
+
+// matching lists the containers the filter matches, oldest first.
+func (m *Manager) matching(f *runtimeapi.ContainerFilter) []match {
+	var out []match
 	for _, c := range m.index.All() {
 		v := c.view()
-		if v == nil || v.State == StateCreating {
+		if v.State == StateCreating ||
+			(f.GetId() != "" && !strings.HasPrefix(v.ID, f.GetId())) ||
+			(f.GetPodSandboxId() != "" && !strings.HasPrefix(v.SandboxID, f.GetPodSandboxId())) ||
+			(f.GetState() != nil && f.GetState().GetState() != criState(v.State)) ||
+			!labelsMatch(c.config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		if f.GetId() != "" && !strings.HasPrefix(v.ID, f.GetId()) {
-			continue
-		}
-		if f.GetPodSandboxId() != "" && !strings.HasPrefix(v.SandboxID, f.GetPodSandboxId()) {
-			continue
-		}
-		if f.GetState() != nil && f.GetState().GetState() != criState(v.State) {
-			continue
-		}
-		match := true
-		for k, want := range f.GetLabelSelector() {
-			if got, ok := c.config.GetLabels()[k]; !ok || got != want {
-				match = false
-				break
-			}
-		}
-		if !match {
-			continue
-		}
-		out = append(out, &runtimeapi.Container{
-			Id: v.ID, PodSandboxId: v.SandboxID, Metadata: c.config.GetMetadata(),
-			Image:    &runtimeapi.ImageSpec{Image: v.ImageName, UserSpecifiedImage: c.config.GetImage().GetImage()},
-			ImageRef: v.ImageID, ImageId: v.ImageID, State: criState(v.State), CreatedAt: v.CreatedAt,
-			Labels: c.config.GetLabels(), Annotations: c.config.GetAnnotations(),
-		})
+		out = append(out, match{c, v})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	slices.SortFunc(out, func(a, b match) int { return cmp.Compare(a.v.CreatedAt, b.v.CreatedAt) })
 	return out
+}
+
+func labelsMatch(labels, selector map[string]string) bool {
+	for k, want := range selector {
+		if got, ok := labels[k]; !ok || got != want {
+			return false
+		}
+	}
+	return true
+}
+
+// listItem is a container as ListContainers shows it.
+func listItem(v *Record, cfg *runtimeapi.ContainerConfig) *runtimeapi.Container {
+	return &runtimeapi.Container{
+		Id: v.ID, PodSandboxId: v.SandboxID, Metadata: cfg.GetMetadata(),
+		Image:    &runtimeapi.ImageSpec{Image: v.ImageName, UserSpecifiedImage: cfg.GetImage().GetImage()},
+		ImageRef: v.ImageID, ImageId: v.ImageID, State: criState(v.State), CreatedAt: v.CreatedAt,
+		Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
+	}
 }
 
 // Monitors counts the pod monitors that answer: one per pod that has had a

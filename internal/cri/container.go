@@ -42,12 +42,22 @@ func (s *RuntimeServer) RemoveContainer(ctx context.Context, req *runtimeapi.Rem
 }
 
 func (s *RuntimeServer) ListContainers(_ context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
-	if st := req.GetFilter().GetState(); st != nil {
+	items, err := s.listContainers(req.GetFilter())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return withItems(&runtimeapi.ListContainersResponse{}, "containers", items), nil
+}
+
+// listContainers validates the filter and lists the encoded items, for
+// ListContainers and StreamContainers.
+func (s *RuntimeServer) listContainers(f *runtimeapi.ContainerFilter) ([][]byte, error) {
+	if st := f.GetState(); st != nil {
 		if _, ok := runtimeapi.ContainerState_name[int32(st.GetState())]; !ok {
-			return nil, toStatus(fmt.Errorf("filter.state: unknown state %d: %w", st.GetState(), errdefs.ErrInvalidArgument))
+			return nil, fmt.Errorf("filter.state: unknown state %d: %w", st.GetState(), errdefs.ErrInvalidArgument)
 		}
 	}
-	return &runtimeapi.ListContainersResponse{Containers: s.opts.Containers.List(req.GetFilter())}, nil
+	return s.opts.Containers.ListEncoded(f)
 }
 
 func (s *RuntimeServer) ContainerStatus(_ context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {

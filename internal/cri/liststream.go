@@ -8,9 +8,10 @@ import (
 // The Stream* calls (CRIListStreaming, alpha in kubelet 1.36) return what
 // their List* counterpart returns, in messages of at least one item each,
 // so that a node with many pods never meets gRPC's message size limit.
-// Each calls the unary handler, which keeps one place for filtering and
-// validation: what makes the List* calls better (the stats and metrics
-// among them) reaches the streams too.
+// Each calls the unary handler, or for pods and containers the same
+// listing of encoded items (encoded.go), which keeps one place for
+// filtering and validation: what makes the List* calls better (the stats
+// and metrics among them) reaches the streams too.
 
 // streamChunkBytes bounds the items of one message: far below the 4 MiB
 // gRPC clients accept by default (the kubelet accepts 16 MiB). CRI-O counts
@@ -40,22 +41,22 @@ func sendChunks[T proto.Message](items []T, send func([]T) error) error {
 }
 
 func (s *RuntimeServer) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream runtimeapi.RuntimeService_StreamPodSandboxesServer) error {
-	resp, err := s.ListPodSandbox(stream.Context(), &runtimeapi.ListPodSandboxRequest{Filter: req.GetFilter()})
+	items, err := s.listPodSandboxes(req.GetFilter())
 	if err != nil {
-		return err
+		return toStatus(err)
 	}
-	return sendChunks(resp.GetItems(), func(items []*runtimeapi.PodSandbox) error {
-		return stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: items})
+	return encodedChunks(items, func(chunk [][]byte) error {
+		return stream.Send(withItems(&runtimeapi.StreamPodSandboxesResponse{}, "pod_sandboxes", chunk))
 	})
 }
 
 func (s *RuntimeServer) StreamContainers(req *runtimeapi.StreamContainersRequest, stream runtimeapi.RuntimeService_StreamContainersServer) error {
-	resp, err := s.ListContainers(stream.Context(), &runtimeapi.ListContainersRequest{Filter: req.GetFilter()})
+	items, err := s.listContainers(req.GetFilter())
 	if err != nil {
-		return err
+		return toStatus(err)
 	}
-	return sendChunks(resp.GetContainers(), func(items []*runtimeapi.Container) error {
-		return stream.Send(&runtimeapi.StreamContainersResponse{Containers: items})
+	return encodedChunks(items, func(chunk [][]byte) error {
+		return stream.Send(withItems(&runtimeapi.StreamContainersResponse{}, "containers", chunk))
 	})
 }
 

@@ -226,10 +226,20 @@ func (s *RuntimeServer) UpdatePodSandboxResources(_ context.Context, req *runtim
 }
 
 func (s *RuntimeServer) ListPodSandbox(_ context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	if st := req.GetFilter().GetState(); st != nil {
+	items, err := s.listPodSandboxes(req.GetFilter())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return withItems(&runtimeapi.ListPodSandboxResponse{}, "items", items), nil
+}
+
+// listPodSandboxes validates the filter and lists the encoded items, for
+// ListPodSandbox and StreamPodSandboxes.
+func (s *RuntimeServer) listPodSandboxes(f *runtimeapi.PodSandboxFilter) ([][]byte, error) {
+	if st := f.GetState(); st != nil {
 		if _, ok := runtimeapi.PodSandboxState_name[int32(st.GetState())]; !ok {
-			return nil, toStatus(fmt.Errorf("filter.state: unknown state %d: %w", st.GetState(), errdefs.ErrInvalidArgument))
+			return nil, fmt.Errorf("filter.state: unknown state %d: %w", st.GetState(), errdefs.ErrInvalidArgument)
 		}
 	}
-	return &runtimeapi.ListPodSandboxResponse{Items: s.opts.Sandboxes.List(req.GetFilter())}, nil
+	return s.opts.Sandboxes.ListEncoded(f)
 }

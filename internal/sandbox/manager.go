@@ -34,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -126,6 +127,8 @@ type Sandbox struct {
 	// snapshot is the last persisted copy of rec for readers (status,
 	// list) that must not wait behind a slow operation holding mu.
 	snapshot lifecycle.Snapshot[Record]
+	// listed is its ListPodSandbox item, encoded (encodedItem).
+	listed atomic.Pointer[listed]
 }
 
 // view returns the last published copy of the record.

@@ -1,11 +1,13 @@
 package sandbox
 
 import (
+	"cmp"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -75,24 +77,71 @@ func namespaceOptions(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.NamespaceOpt
 // List returns the sandboxes that match filter (id prefix, state, labels).
 func (m *Manager) List(filter *runtimeapi.PodSandboxFilter) []*runtimeapi.PodSandbox {
 	var out []*runtimeapi.PodSandbox
+	for _, x := range m.matching(filter) {
+		out = append(out, listItem(x.v, x.sb.config))
+	}
+	return out
+}
+
+// ListEncoded is List with each item in its protobuf encoding. A
+// sandbox's is kept until its record changes (a new snapshot): the
+// kubelet relists every second, and encoding the same items again, their
+// labels and annotations above all, was most of the call.
+func (m *Manager) ListEncoded(filter *runtimeapi.PodSandboxFilter) ([][]byte, error) {
+	list := m.matching(filter)
+	out := make([][]byte, len(list))
+	for i, x := range list {
+		b, err := x.sb.encodedItem(x.v)
+		if err != nil {
+			return nil, fmt.Errorf("pod sandbox %s: encode: %w", x.v.ID, err)
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+// listed is a sandbox's ListPodSandbox item in its protobuf encoding,
+// made from the snapshot snap.
+type listed struct {
+	snap *Record
+	b    []byte
+}
+
+// encodedItem is the encoding of the sandbox's item as its snapshot v
+// says, made once per snapshot.
+func (sb *Sandbox) encodedItem(v *Record) ([]byte, error) {
+	if l := sb.listed.Load(); l != nil && l.snap == v {
+		return l.b, nil
+	}
+	b, err := proto.Marshal(listItem(v, sb.config))
+	if err != nil {
+		return nil, err
+	}
+	sb.listed.Store(&listed{snap: v, b: b})
+	return b, nil
+}
+
+// match is a sandbox that a filter matched, with the snapshot it was
+// matched on.
+type match struct {
+	sb *Sandbox
+	v  *Record
+}
+
+// matching lists the sandboxes the filter matches, oldest first.
+func (m *Manager) matching(filter *runtimeapi.PodSandboxFilter) []match {
+	var out []match
 	for _, sb := range m.index.All() {
 		v := sb.view()
-		if v.State == StateCreating {
+		if v.State == StateCreating ||
+			(filter.GetId() != "" && !strings.HasPrefix(v.ID, filter.GetId())) ||
+			(filter.GetState() != nil && filter.GetState().GetState() != criState(v.State)) ||
+			!labelsMatch(sb.config.GetLabels(), filter.GetLabelSelector()) {
 			continue
 		}
-		cfg := sb.config
-		if f := filter.GetId(); f != "" && !strings.HasPrefix(v.ID, f) {
-			continue
-		}
-		if f := filter.GetState(); f != nil && f.GetState() != criState(v.State) {
-			continue
-		}
-		if !labelsMatch(cfg.GetLabels(), filter.GetLabelSelector()) {
-			continue
-		}
-		out = append(out, listItem(v, cfg))
+		out = append(out, match{sb, v})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt < out[j].CreatedAt })
+	slices.SortFunc(out, func(a, b match) int { return cmp.Compare(a.v.CreatedAt, b.v.CreatedAt) })
 	return out
 }
 
