@@ -49,6 +49,9 @@ type options struct {
 	keep    bool
 	// debug runs huskd with --log-level debug (the phases of each call).
 	debug bool
+	// profile, when set, is where the node scenario writes huskd's heap
+	// profile at full load and its CPU profile of the polled calls.
+	profile string
 	// huskConfig is TOML appended to huskd's config (tables only).
 	huskConfig string
 	// scrape is how often the metrics overhead scenario scrapes.
@@ -83,6 +86,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
+	flag.StringVar(&o.profile, "profile", "", "node scenario: write huskd's heap profile with all pods up, and a CPU profile of the polled calls, to this dir")
 	flag.BoolVar(&o.debug, "debug", false, "run huskd with --log-level debug (with -keep: its log keeps the phases of each call)")
 	flag.DurationVar(&o.scrape, "scrape", time.Second, "metrics overhead: scrape /metrics this often (0: never)")
 	flag.IntVar(&o.bigN, "big-n", 5, "cold pulls of each big image per runtime (0 skips them)")
@@ -205,12 +209,17 @@ func run(o options) error {
 		networks = networks[:min(len(networks), 1)]
 	}
 	for ni, n := range networks {
+		// The full node runs on both runtimes at once once each has run
+		// the other scenarios of the first round, so that each polled
+		// call of one is timed beside the other's (benchNodes).
+		var nodeSides []*runtimeUnderTest
 		for i, side := range []string{"containerd", "husk"} {
 			if o.only != "" && o.only != side {
 				continue
 			}
 			rt, err := startRuntime(ctx, side, o, i, n.masq)
 			if err != nil {
+				closeAll(nodeSides, o.keep)
 				return fmt.Errorf("%s: %w", side, err)
 			}
 			rec := func(name, unit string, target float64, v ...float64) { add(name, unit, side, target, v...) }
@@ -227,18 +236,27 @@ func run(o options) error {
 				err = benchContainers(ctx, rt, o, rec)
 			}
 			if err == nil && ni == 0 && o.nodePods > 0 && o.wants("node") {
-				err = benchNode(ctx, rt, o, func(name string, v ...float64) {
-					for _, row := range nodeRows {
-						if row.name == name {
-							add(name, row.unit, side, row.target, v...)
-							results[name].Limit = row.limit
-						}
-					}
-				})
+				nodeSides = append(nodeSides, rt)
+				continue
 			}
 			rt.close(o.keep)
 			if err != nil {
+				closeAll(nodeSides, o.keep)
 				return fmt.Errorf("%s %s: %w", side, n.name, err)
+			}
+		}
+		if len(nodeSides) > 0 {
+			err := benchNodes(ctx, nodeSides, o, func(side, name string, v ...float64) {
+				for _, row := range nodeRows {
+					if row.name == name {
+						add(name, row.unit, side, row.target, v...)
+						results[name].Limit = row.limit
+					}
+				}
+			})
+			closeAll(nodeSides, o.keep)
+			if err != nil {
+				return fmt.Errorf("node: %w", err)
 			}
 		}
 	}
@@ -276,6 +294,13 @@ func run(o options) error {
 		}
 	}
 	return nil
+}
+
+// closeAll closes the runtimes.
+func closeAll(rts []*runtimeUnderTest, keep bool) {
+	for _, r := range rts {
+		r.close(keep)
+	}
 }
 
 // printComparison prints husk against containerd.

@@ -3,10 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -35,7 +41,9 @@ var nodeRows = []struct {
 	{"node: daemon RSS", "KiB", 0.3, 0},
 	{"node: runtime memory per pod", "KiB", 0.30, 0},
 	{"node: ListPodSandbox", "ms", 0.5, 0},
+	{"node: ListPodSandbox, answer only", "ms", 0.5, 0},
 	{"node: ListContainers", "ms", 0.5, 0},
+	{"node: ListContainers, answer only", "ms", 0.5, 0},
 	{"node: ImageFsInfo", "ms", 0.5, 0},
 	{"node: ListContainerStats", "ms", 0.2, 0},
 	{"node: ListPodSandboxStats", "ms", 0, 20},
@@ -43,42 +51,57 @@ var nodeRows = []struct {
 	{"node: remove all", "ms", 0.5, 0},
 }
 
-type nodeRecord func(name string, v ...float64)
+type nodeRecord func(side, name string, v ...float64)
 
-// benchNode is issue 15's full node: o.nodePods pods of one busybox
-// container each, made nodeParallel at a time; then the daemon's RSS, the
-// runtime's private memory per pod (husk: infra, monitor and the daemon's
-// growth; containerd: shim, pause and the daemon's growth), and the calls
-// the kubelet polls on such a node, each timed many times; then all
-// pods stopped and removed, nodeParallel at a time. Each pod has a cgroup
-// of its own, as the kubelet gives it (containerd 1.6's ListPodSandboxStats
-// fails without one). A call the runtime does not serve (containerd 1.6 has
-// no ListPodSandboxMetrics) is left out of its column.
-func benchNode(ctx context.Context, r *runtimeUnderTest, o options, rec nodeRecord) error {
-	fmt.Fprintf(os.Stderr, "husk-bench: %s: node of %d pods\n", r.side, o.nodePods)
-	time.Sleep(500 * time.Millisecond)
-	daemonBefore := privateKiB(r.daemon.Process.Pid)
-	start := time.Now()
-	pods, err := r.makePods(ctx, o.nodePods)
-	if err != nil {
+// benchNodes is issue 15's full node, on each runtime: o.nodePods pods of
+// one busybox container each, made nodeParallel at a time, one runtime
+// after the other; then each daemon's RSS, the runtime's private memory
+// per pod (husk: infra, monitor and the daemon's growth; containerd: shim,
+// pause and the daemon's growth), and the calls the kubelet polls on
+// such a node, each timed many times, a call to one runtime then the same
+// call to the other (the first of each pair alternating), so that both
+// see the same machine: this one is shared and its load moves by the
+// minute; then all pods stopped and removed, nodeParallel at a time. Each
+// pod has a cgroup of its own, as the kubelet gives it (containerd 1.6's
+// ListPodSandboxStats fails without one). A call a runtime does not serve
+// (containerd 1.6 has no ListPodSandboxMetrics) is left out of its column.
+func benchNodes(ctx context.Context, rts []*runtimeUnderTest, o options, rec nodeRecord) error {
+	pods := map[*runtimeUnderTest][]string{}
+	for _, r := range rts {
+		fmt.Fprintf(os.Stderr, "husk-bench: %s: node of %d pods\n", r.side, o.nodePods)
+		time.Sleep(500 * time.Millisecond)
+		daemonBefore := privateKiB(r.daemon.Process.Pid)
+		start := time.Now()
+		p, err := r.makePods(ctx, o.nodePods)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.side, err)
+		}
+		pods[r] = p
+		rec(r.side, "node: make all", ms(time.Since(start)))
+		time.Sleep(time.Second)
+		rec(r.side, "node: daemon RSS", statusField(r.daemon.Process.Pid, "VmRSS:"))
+		if err := r.saveProfile(o, "heap", "heap"); err != nil {
+			return err
+		}
+		perPod, err := r.memoryPerPod(ctx, p, daemonBefore)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.side, err)
+		}
+		rec(r.side, "node: runtime memory per pod", perPod)
+	}
+	if err := timePolledCalls(ctx, rts, o.nodePods, rec); err != nil {
 		return err
 	}
-	rec("node: make all", ms(time.Since(start)))
-	time.Sleep(time.Second)
-	rec("node: daemon RSS", statusField(r.daemon.Process.Pid, "VmRSS:"))
-	perPod, err := r.memoryPerPod(ctx, pods, daemonBefore)
-	if err != nil {
-		return err
+	for _, r := range rts {
+		if err := r.profileRelist(ctx, o); err != nil {
+			return err
+		}
+		start := time.Now()
+		if err := r.removePods(ctx, pods[r]); err != nil {
+			return fmt.Errorf("%s: %w", r.side, err)
+		}
+		rec(r.side, "node: remove all", ms(time.Since(start)))
 	}
-	rec("node: runtime memory per pod", perPod)
-	if err := r.timePolledCalls(ctx, len(pods), rec); err != nil {
-		return err
-	}
-	start = time.Now()
-	if err := r.removePods(ctx, pods); err != nil {
-		return err
-	}
-	rec("node: remove all", ms(time.Since(start)))
 	return nil
 }
 
@@ -182,63 +205,205 @@ func (r *runtimeUnderTest) memoryPerPod(ctx context.Context, pods []string, daem
 	return (total + daemonAfter - daemonBefore) / float64(len(pods)), nil
 }
 
-// timePolledCalls times the calls the kubelet polls on a full node (PLEG's
-// relist every second, the stats and image filesystem every housekeeping
-// period), each checked to see every pod.
-func (r *runtimeUnderTest) timePolledCalls(ctx context.Context, pods int, rec nodeRecord) error {
-	images := runtimeapi.NewImageServiceClient(r.conn)
-	calls := []struct {
-		name string
-		call func() (int, error) // the number of items, -1 when not counted
-	}{
-		{"node: ListPodSandbox", func() (int, error) {
-			resp, err := r.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-			return len(resp.GetItems()), err
+// polledCall is one of the calls the kubelet polls, against one runtime;
+// it returns the number of items (-1 when not counted) and how long the
+// call took.
+type polledCall struct {
+	name string
+	call func(r *runtimeUnderTest) (int, time.Duration, error)
+}
+
+// timed times a call that returns its number of items.
+func timed(f func() (int, error)) (int, time.Duration, error) {
+	t := time.Now()
+	n, err := f()
+	return n, time.Since(t), err
+}
+
+// polledCalls are the calls the kubelet polls on a full node: PLEG's relist
+// every second, the stats and image filesystem every housekeeping period.
+// The lists are timed twice: as the kubelet gets them, decoded, and for
+// the runtime's part alone: the call until its answer's bytes are in,
+// which the client then decodes (the same work whoever answered, and most
+// of the call on both sides), untimed (rawAnswer).
+func polledCalls(ctx context.Context) []polledCall {
+	// The size of each list's answer, said once per runtime: what the
+	// client decodes.
+	said := map[string]bool{}
+	var mu sync.Mutex
+	size := func(r *runtimeUnderTest, name string, m proto.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !said[r.side+name] {
+			said[r.side+name] = true
+			fmt.Fprintf(os.Stderr, "husk-bench: %s: node: %s answers %d bytes\n", r.side, name, proto.Size(m))
+		}
+	}
+	return []polledCall{
+		{"node: ListPodSandbox", func(r *runtimeUnderTest) (int, time.Duration, error) {
+			return timed(func() (int, error) {
+				resp, err := r.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+				size(r, "ListPodSandbox", resp)
+				return len(resp.GetItems()), err
+			})
 		}},
-		{"node: ListContainers", func() (int, error) {
-			resp, err := r.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-			return len(resp.GetContainers()), err
+		{"node: ListPodSandbox, answer only", func(r *runtimeUnderTest) (int, time.Duration, error) {
+			var resp runtimeapi.ListPodSandboxResponse
+			d, err := rawAnswer(ctx, r, "ListPodSandbox", &runtimeapi.ListPodSandboxRequest{}, &resp)
+			return len(resp.GetItems()), d, err
 		}},
-		{"node: ImageFsInfo", func() (int, error) {
-			_, err := images.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
-			return -1, err
+		{"node: ListContainers", func(r *runtimeUnderTest) (int, time.Duration, error) {
+			return timed(func() (int, error) {
+				resp, err := r.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+				size(r, "ListContainers", resp)
+				return len(resp.GetContainers()), err
+			})
 		}},
-		{"node: ListContainerStats", func() (int, error) {
-			resp, err := r.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
-			return len(resp.GetStats()), err
+		{"node: ListContainers, answer only", func(r *runtimeUnderTest) (int, time.Duration, error) {
+			var resp runtimeapi.ListContainersResponse
+			d, err := rawAnswer(ctx, r, "ListContainers", &runtimeapi.ListContainersRequest{}, &resp)
+			return len(resp.GetContainers()), d, err
 		}},
-		{"node: ListPodSandboxStats", func() (int, error) {
-			resp, err := r.rt.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{})
-			return len(resp.GetStats()), err
+		{"node: ImageFsInfo", func(r *runtimeUnderTest) (int, time.Duration, error) {
+			return timed(func() (int, error) {
+				_, err := runtimeapi.NewImageServiceClient(r.conn).ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+				return -1, err
+			})
 		}},
-		{"node: ListPodSandboxMetrics", func() (int, error) {
-			resp, err := r.rt.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
-			return len(resp.GetPodMetrics()), err
+		{"node: ListContainerStats", func(r *runtimeUnderTest) (int, time.Duration, error) {
+			return timed(func() (int, error) {
+				resp, err := r.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
+				return len(resp.GetStats()), err
+			})
+		}},
+		{"node: ListPodSandboxStats", func(r *runtimeUnderTest) (int, time.Duration, error) {
+			return timed(func() (int, error) {
+				resp, err := r.rt.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{})
+				return len(resp.GetStats()), err
+			})
+		}},
+		{"node: ListPodSandboxMetrics", func(r *runtimeUnderTest) (int, time.Duration, error) {
+			return timed(func() (int, error) {
+				resp, err := r.rt.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
+				return len(resp.GetPodMetrics()), err
+			})
 		}},
 	}
-	for _, c := range calls {
+}
+
+// rawCodec hands a call's answer over as its bytes, undecoded.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// rawAnswer calls the RuntimeService's method and times it until the
+// answer's bytes are in; it decodes them into resp after, untimed.
+func rawAnswer(ctx context.Context, r *runtimeUnderTest, method string, req, resp proto.Message) (time.Duration, error) {
+	var raw []byte
+	t := time.Now()
+	err := r.conn.Invoke(ctx, "/runtime.v1.RuntimeService/"+method, req, &raw, grpc.ForceCodec(rawCodec{}))
+	d := time.Since(t)
+	if err != nil {
+		return d, err
+	}
+	return d, proto.Unmarshal(raw, resp)
+}
+
+// timePolledCalls times each polled call on every runtime, paired: round
+// by round, the call to one runtime then to the next, the first of each
+// round changing, each answer checked to hold every pod. A call is timed
+// nodeSamples times, or for nodeSampling when slow, but at least
+// nodeMinSamples times; the first round warms caches up and is not
+// counted. A call containerd does not serve is left out of its column.
+func timePolledCalls(ctx context.Context, rts []*runtimeUnderTest, pods int, rec nodeRecord) error {
+	for _, c := range polledCalls(ctx) {
+		active := slices.Clone(rts)
 		start := time.Now()
-		for i := range nodeSamples + 1 {
+		for i := 0; i <= nodeSamples && len(active) > 0; i++ {
 			if i > nodeMinSamples && time.Since(start) > nodeSampling {
 				break
 			}
-			t := time.Now()
-			n, err := c.call()
-			d := time.Since(t)
-			if err != nil {
-				if i == 0 && r.side == "containerd" {
-					fmt.Fprintf(os.Stderr, "husk-bench: %s: %s: %v (left out)\n", r.side, c.name, err)
-					break
+			order := slices.Clone(active)
+			if i%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, r := range order {
+				n, d, err := c.call(r)
+				if err != nil {
+					if i == 0 && r.side == "containerd" {
+						fmt.Fprintf(os.Stderr, "husk-bench: %s: %s: %v (left out)\n", r.side, c.name, err)
+						active = slices.DeleteFunc(active, func(x *runtimeUnderTest) bool { return x == r })
+						continue
+					}
+					return fmt.Errorf("%s: %s: %w", r.side, c.name, err)
 				}
-				return fmt.Errorf("%s: %w", c.name, err)
-			}
-			if n >= 0 && n < pods {
-				return fmt.Errorf("%s: %d items, want at least %d", c.name, n, pods)
-			}
-			if i > 0 { // the first call warms caches up
-				rec(c.name, ms(d))
+				if n >= 0 && n < pods {
+					return fmt.Errorf("%s: %s: %d items, want at least %d", r.side, c.name, n, pods)
+				}
+				if i > 0 {
+					rec(r.side, c.name, ms(d))
+				}
 			}
 		}
 	}
 	return nil
+}
+
+// saveProfile writes huskd's pprof profile name (-profile) as
+// <dir>/husk-<file>.pb.gz.
+func (r *runtimeUnderTest) saveProfile(o options, name, file string) error {
+	if r.pprof == "" {
+		return nil
+	}
+	return fetchTo("http://"+r.pprof+"/debug/pprof/"+name, filepath.Join(o.profile, "husk-"+file+".pb.gz"))
+}
+
+// profileRelist writes huskd's CPU profile (-profile) of 10 s of
+// ListPodSandbox and ListContainers back to back, as husk-cpu.pb.gz.
+func (r *runtimeUnderTest) profileRelist(ctx context.Context, o options) error {
+	if r.pprof == "" {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.saveProfile(o, "profile?seconds=10", "cpu") }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		default:
+		}
+		if _, err := r.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil {
+			return err
+		}
+		if _, err := r.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{}); err != nil {
+			return err
+		}
+	}
+}
+
+// fetchTo writes what GET url answers to path.
+func fetchTo(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "husk-bench: wrote %s\n", path)
+	return f.Close()
 }

@@ -45,6 +45,8 @@ type runtimeUnderTest struct {
 	rt      runtimeapi.RuntimeServiceClient
 	logDirs string
 	image   string // the pause image tarball containerd imports
+	// pprof is huskd's pprof address (-profile); "" without.
+	pprof string
 }
 
 // conflist is the network both runtimes get: only the bridge name, subnet
@@ -87,6 +89,9 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 			o.pause, huskCgroup, netDir, filepath.Join(dir, "cni"), o.registry) + o.huskConfig
 		if o.huskDownloads > 0 {
 			cfg = fmt.Sprintf("max_concurrent_downloads = %d\n", o.huskDownloads) + cfg
+		}
+		if o.profile != "" {
+			cfg += "[debug]\naddress = \"127.0.0.1:0\"\n"
 		}
 		if err := os.WriteFile(filepath.Join(dir, "husk.toml"), []byte(cfg), 0o644); err != nil {
 			return nil, err
@@ -144,6 +149,12 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 			return nil, fmt.Errorf("version: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if side == "husk" && o.profile != "" {
+		if r.pprof, err = logValue(r.log.Name(), "pprof serving", "address"); err != nil {
+			r.close(false)
+			return nil, err
+		}
 	}
 	if r.image != "" {
 		if err := importImage(r.socket, r.image); err != nil {
