@@ -89,133 +89,187 @@ const (
 )
 
 // benchContainers times CreateContainer+StartContainer, StopContainer and
-// RemoveContainer of busybox containers in one ready pod, husk once with
-// runc and once with its default handler, then the private memory per pod
-// of what the runtime adds with o.pods pods of one container each (husk:
-// infra, monitor and the daemon's growth; containerd: shim, pause and the
-// daemon's growth).
-func benchContainers(ctx context.Context, r *runtimeUnderTest, o options, rec record) error {
-	if r.side == "containerd" {
-		// One set of samples, the reference of both husk rows.
-		if err := benchContainerLatency(ctx, r, o, "", []string{"[runc]", "[husk default]"}, rec); err != nil {
-			return err
+// RemoveContainer of busybox containers on every runtime at once, husk
+// once with runc and once with its default handler (benchContainerLatency),
+// then on each runtime the private memory per pod of what the runtime
+// adds with o.pods pods of one container each (husk: infra, monitor and
+// the daemon's growth; containerd: shim, pause and the daemon's growth).
+func benchContainers(ctx context.Context, rts []*runtimeUnderTest, o options, rec sideRecord) error {
+	var lanes []*containerLane
+	for _, r := range rts {
+		if r.side == "containerd" {
+			// One set of samples, the reference of both husk rows.
+			lanes = append(lanes, &containerLane{r: r, rows: []string{"[runc]", "[husk default]"}})
+			continue
 		}
-	} else {
-		if err := benchContainerLatency(ctx, r, o, "runc", []string{"[runc]"}, rec); err != nil {
-			return err
-		}
-		if err := benchContainerLatency(ctx, r, o, "", []string{"[husk default]"}, rec); err != nil {
-			return err
+		lanes = append(lanes, &containerLane{r: r, handler: "runc", rows: []string{"[runc]"}},
+			&containerLane{r: r, rows: []string{"[husk default]"}})
+	}
+	if err := benchContainerLatency(ctx, lanes, o, rec); err != nil {
+		return err
+	}
+	for _, r := range rts {
+		err := benchContainerMemory(ctx, r, o, func(name, unit string, target float64, v ...float64) { rec(r.side, name, unit, target, v...) })
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.side, err)
 		}
 	}
-	return benchContainerMemory(ctx, r, o, rec)
+	return nil
 }
 
-// benchContainerLatency times, in one pod of the handler, o.n containers
-// (after 3 warm-up ones) created and started, then all stopped, then all
-// removed; then as many again, each removed straight after its stop. The
-// samples go to each row suffix.
-func benchContainerLatency(ctx context.Context, r *runtimeUnderTest, o options, handler string, rows []string, rec record) error {
-	fmt.Fprintf(os.Stderr, "husk-bench: %s: %d containers %v\n", r.side, 2*o.n, rows)
-	add := func(name, unit string, target float64, v float64) {
-		for _, row := range rows {
-			t := target
-			if name == "Create+StartContainer" {
-				t = map[string]float64{"[runc]": targetCreateStartRunc, "[husk default]": targetCreateStartDefault}[row]
-			}
-			rec(name+" "+row, unit, t, v)
+// sideRecord adds samples to a row of one side.
+type sideRecord func(side, name, unit string, target float64, v ...float64)
+
+// containerLane is one runtime and handler of the container latency
+// scenario: its pod and the containers it has running.
+type containerLane struct {
+	r       *runtimeUnderTest
+	handler string
+	rows    []string // the row suffixes its samples go to
+	pod     *runtimeapi.PodSandboxConfig
+	podID   string
+	ids     []string
+}
+
+// add records a sample of the lane under each of its rows.
+func (l *containerLane) add(rec sideRecord, name string, v float64) {
+	for _, row := range l.rows {
+		t := 0.0
+		switch name {
+		case "Create+StartContainer":
+			t = map[string]float64{"[runc]": targetCreateStartRunc, "[husk default]": targetCreateStartDefault}[row]
+		case "RemoveContainer, later", "RemoveContainer, after stop":
+			t = targetRemove
+		}
+		rec(l.r.side, name+" "+row, "ms", t, v)
+	}
+}
+
+// eachLane runs step on every lane, the first of the round rotating with
+// round: each step of one runtime is timed next to the same step of the
+// others, so that all see the same machine (it is shared, and its load
+// moves by the minute).
+func eachLane(lanes []*containerLane, round int, step func(l *containerLane) error) error {
+	for k := range lanes {
+		l := lanes[(round+k)%len(lanes)]
+		if err := step(l); err != nil {
+			return fmt.Errorf("%s %v: %w", l.r.side, l.rows, err)
 		}
 	}
-	pod := r.podConfig("ctr"+handler, 0)
-	resp, err := r.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: handler})
-	if err != nil {
-		return fmt.Errorf("RunPodSandbox: %w", err)
-	}
-	podID := resp.PodSandboxId
-	if r.side == "husk" && handler == "" {
-		st, err := r.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "husk-bench: husk's default handler is %s\n", st.GetStatus().GetRuntimeHandler())
-	}
+	return nil
+}
+
+// benchContainerLatency times, in one pod per lane, o.n containers (after
+// 3 warm-up ones) created and started, then all stopped, then all
+// removed; then as many again, each removed straight after its stop.
+// Every step is taken on all lanes in turn (eachLane).
+func benchContainerLatency(ctx context.Context, lanes []*containerLane, o options, rec sideRecord) error {
 	const warmup = 3
-	next := 0
-	createStart := func() ([]string, error) {
-		var ids []string
-		for i := 0; i < o.n+warmup; i++ {
-			t := time.Now()
-			c, err := r.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: sleeperConfig(fmt.Sprintf("c%d", next)), SandboxConfig: pod})
-			next++
+	for _, l := range lanes {
+		fmt.Fprintf(os.Stderr, "husk-bench: %s: %d containers %v\n", l.r.side, 2*(o.n+warmup), l.rows)
+		l.pod = l.r.podConfig("ctr"+l.handler, 0)
+		resp, err := l.r.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: l.pod, RuntimeHandler: l.handler})
+		if err != nil {
+			return fmt.Errorf("%s: RunPodSandbox: %w", l.r.side, err)
+		}
+		l.podID = resp.PodSandboxId
+		if l.r.side == "husk" && l.handler == "" {
+			st, err := l.r.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: l.podID})
 			if err != nil {
-				return nil, fmt.Errorf("CreateContainer: %w", err)
+				return err
 			}
-			if _, err := r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
-				return nil, fmt.Errorf("StartContainer: %w", err)
+			fmt.Fprintf(os.Stderr, "husk-bench: husk's default handler is %s\n", st.GetStatus().GetRuntimeHandler())
+		}
+	}
+	next := 0
+	createStart := func(i int) error {
+		next++
+		return eachLane(lanes, i, func(l *containerLane) error {
+			t := time.Now()
+			c, err := l.r.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: l.podID, Config: sleeperConfig(fmt.Sprintf("c%d", next)), SandboxConfig: l.pod})
+			if err != nil {
+				return fmt.Errorf("CreateContainer: %w", err)
+			}
+			if _, err := l.r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
+				return fmt.Errorf("StartContainer: %w", err)
 			}
 			if i >= warmup {
-				add("Create+StartContainer", "ms", 0, ms(time.Since(t)))
+				l.add(rec, "Create+StartContainer", ms(time.Since(t)))
 			}
-			ids = append(ids, c.ContainerId)
-		}
-		return ids, nil
+			l.ids = append(l.ids, c.ContainerId)
+			return nil
+		})
 	}
-	timed := func(name string, i int, target float64, call func() error) error {
+	stop := func(l *containerLane, i int) error {
 		t := time.Now()
-		if err := call(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		if _, err := l.r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: l.ids[i], Timeout: 0}); err != nil {
+			return fmt.Errorf("StopContainer: %w", err)
 		}
 		if i >= warmup {
-			add(name, "ms", target, ms(time.Since(t)))
+			l.add(rec, "StopContainer (timeout 0)", ms(time.Since(t)))
 		}
 		return nil
 	}
-	stop := func(id string) func() error {
-		return func() error {
-			_, err := r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0})
-			return err
-		}
-	}
-	remove := func(id string) func() error {
-		return func() error {
-			_, err := r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id})
-			return err
-		}
-	}
-	ids, err := createStart()
-	if err != nil {
-		return err
-	}
-	for i, id := range ids {
-		if err := timed("StopContainer (timeout 0)", i, 0, stop(id)); err != nil {
-			return err
-		}
-	}
-	for i, id := range ids {
-		if err := timed("RemoveContainer, later", i, targetRemove, remove(id)); err != nil {
-			return err
-		}
-	}
-	if ids, err = createStart(); err != nil {
-		return err
-	}
-	for i, id := range ids {
+	remove := func(l *containerLane, i int, row string) error {
 		t := time.Now()
-		if err := timed("StopContainer (timeout 0)", i, 0, stop(id)); err != nil {
-			return err
-		}
-		if err := timed("RemoveContainer, after stop", i, targetRemove, remove(id)); err != nil {
-			return err
+		if _, err := l.r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: l.ids[i]}); err != nil {
+			return fmt.Errorf("RemoveContainer: %w", err)
 		}
 		if i >= warmup {
-			add("Stop+RemoveContainer", "ms", 0, ms(time.Since(t)))
+			l.add(rec, row, ms(time.Since(t)))
+		}
+		return nil
+	}
+	steps := []func(i int) error{
+		// Created and started, then all stopped, then all removed.
+		createStart,
+		func(i int) error { return eachLane(lanes, i, func(l *containerLane) error { return stop(l, i) }) },
+		func(i int) error {
+			return eachLane(lanes, i, func(l *containerLane) error { return remove(l, i, "RemoveContainer, later") })
+		},
+	}
+	for _, step := range steps {
+		for i := range o.n + warmup {
+			if err := step(i); err != nil {
+				return err
+			}
 		}
 	}
-	if _, err := r.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
-		return err
+	for _, l := range lanes {
+		l.ids = nil
 	}
-	if _, err := r.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
-		return err
+	for i := range o.n + warmup {
+		if err := createStart(i); err != nil {
+			return err
+		}
+	}
+	// Each removed straight after its stop, as critest and the kubelet's
+	// pod deletion do.
+	for i := range o.n + warmup {
+		err := eachLane(lanes, i, func(l *containerLane) error {
+			t := time.Now()
+			if err := stop(l, i); err != nil {
+				return err
+			}
+			if err := remove(l, i, "RemoveContainer, after stop"); err != nil {
+				return err
+			}
+			if i >= warmup {
+				l.add(rec, "Stop+RemoveContainer", ms(time.Since(t)))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, l := range lanes {
+		if _, err := l.r.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: l.podID}); err != nil {
+			return err
+		}
+		if _, err := l.r.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: l.podID}); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -209,17 +209,19 @@ func run(o options) error {
 		networks = networks[:min(len(networks), 1)]
 	}
 	for ni, n := range networks {
-		// The full node runs on both runtimes at once once each has run
-		// the other scenarios of the first round, so that each polled
-		// call of one is timed beside the other's (benchNodes).
-		var nodeSides []*runtimeUnderTest
+		// The containers and the full node run on both runtimes at once,
+		// once each has run the other scenarios of the first round, so that
+		// each call to one is timed beside the same call to the other
+		// (benchContainers, benchNodes).
+		paired := ni == 0 && (o.wants("containers") || o.nodePods > 0 && o.wants("node"))
+		var sides []*runtimeUnderTest
 		for i, side := range []string{"containerd", "husk"} {
 			if o.only != "" && o.only != side {
 				continue
 			}
 			rt, err := startRuntime(ctx, side, o, i, n.masq)
 			if err != nil {
-				closeAll(nodeSides, o.keep)
+				closeAll(sides, o.keep)
 				return fmt.Errorf("%s: %w", side, err)
 			}
 			rec := func(name, unit string, target float64, v ...float64) { add(name, unit, side, target, v...) }
@@ -232,32 +234,18 @@ func run(o options) error {
 			if err == nil && ni == 0 && o.wants("images") {
 				err = benchImagePulls(ctx, rt, imgs, rec)
 			}
-			if err == nil && ni == 0 && o.wants("containers") {
-				err = benchContainers(ctx, rt, o, rec)
-			}
-			if err == nil && ni == 0 && o.nodePods > 0 && o.wants("node") {
-				nodeSides = append(nodeSides, rt)
+			if err == nil && paired {
+				sides = append(sides, rt)
 				continue
 			}
 			rt.close(o.keep)
 			if err != nil {
-				closeAll(nodeSides, o.keep)
+				closeAll(sides, o.keep)
 				return fmt.Errorf("%s %s: %w", side, n.name, err)
 			}
 		}
-		if len(nodeSides) > 0 {
-			err := benchNodes(ctx, nodeSides, o, func(side, name string, v ...float64) {
-				for _, row := range nodeRows {
-					if row.name == name {
-						add(name, row.unit, side, row.target, v...)
-						results[name].Limit = row.limit
-					}
-				}
-			})
-			closeAll(nodeSides, o.keep)
-			if err != nil {
-				return fmt.Errorf("node: %w", err)
-			}
+		if err := benchPaired(ctx, sides, o, results, add); err != nil {
+			return err
 		}
 	}
 	if big {
@@ -291,6 +279,35 @@ func run(o options) error {
 		b, _ := json.MarshalIndent(list, "", "  ")
 		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// benchPaired runs the containers and the full node on the runtimes at
+// once, then closes them.
+func benchPaired(ctx context.Context, sides []*runtimeUnderTest, o options, results map[string]*result, add func(name, unit, side string, target float64, v ...float64)) error {
+	defer closeAll(sides, o.keep)
+	if len(sides) == 0 {
+		return nil
+	}
+	if o.wants("containers") {
+		err := benchContainers(ctx, sides, o, func(side, name, unit string, target float64, v ...float64) { add(name, unit, side, target, v...) })
+		if err != nil {
+			return fmt.Errorf("containers: %w", err)
+		}
+	}
+	if o.nodePods > 0 && o.wants("node") {
+		err := benchNodes(ctx, sides, o, func(side, name string, v ...float64) {
+			for _, row := range nodeRows {
+				if row.name == name {
+					add(name, row.unit, side, row.target, v...)
+					results[name].Limit = row.limit
+				}
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
 		}
 	}
 	return nil
