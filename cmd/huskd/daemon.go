@@ -329,7 +329,7 @@ func (d *daemon) startStream() (*cri.StreamServer, error) {
 // criServer is the gRPC server of the CRI RuntimeService and ImageService.
 func (d *daemon) criServer(stream *cri.StreamServer) *grpc.Server {
 	in := cri.Instrument{Log: d.log, Calls: recorder[cri.CallRecorder](d.metrics)}
-	srv := grpc.NewServer(grpc.UnaryInterceptor(in.Unary()), grpc.StreamInterceptor(in.Stream()))
+	srv := grpc.NewServer(grpc.UnaryInterceptor(in.Unary()), grpc.StreamInterceptor(in.Stream()), cri.BufferPool())
 	runtimeapi.RegisterRuntimeServiceServer(srv, cri.NewRuntimeServer(cri.RuntimeOptions{
 		Version: version, Sandboxes: d.sandboxes, Containers: d.containers, Events: d.events, Stream: stream,
 		Network: d.network, Handlers: d.runtimes.Names(), CgroupDriver: d.cfg.CgroupDriver, ConfigInfo: d.cfg.Redacted(),
