@@ -96,7 +96,11 @@ func (m *monitor) runtimeCreate(cr *proto.Create, cio *containerIO, run bool) (i
 		args = append(args, "--console-socket", cio.console.path)
 	}
 	args = append(args, cr.ID)
-	pid, err := syscall.ForkExec(cr.Runtime, args, &syscall.ProcAttr{
+	exe := cr.Runtime
+	if cr.RuntimeExec != "" {
+		exe = cr.RuntimeExec
+	}
+	pid, err := syscall.ForkExec(exe, args, &syscall.ProcAttr{
 		Dir:   cr.Bundle,
 		Env:   []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
 		Files: cio.stdio[:],

@@ -124,6 +124,9 @@ func (m *Manager) monitorRun(ctx context.Context, c *Container, rt *ociruntime.R
 		Bundle: bundle, LogPath: logPath, ExitFile: m.exitFile(rec.ID),
 		Stdin: cfg.GetStdin(), StdinOnce: cfg.GetStdinOnce(), Tty: cfg.GetTty(),
 	}
+	if exe := rt.ExecPath(); exe != rt.Path {
+		req.RuntimeExec = exe
+	}
 	start := func() error { return rt.Start(ctx, rec.ID) }
 	rec.RuntimeCreated = true
 	mon := m.monitorClient(rec.SandboxID)

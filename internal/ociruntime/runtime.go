@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,6 +32,9 @@ type Runtime struct {
 	// RecursiveReadOnly is set when the runtime can make mounts
 	// recursively read-only ("rro").
 	RecursiveReadOnly bool
+	// sealed, for runc, is the sealed copy of its binary that runs the
+	// calls that start a process in a container (sealedBinary).
+	sealed *sealedBinary
 }
 
 // New resolves path (absolute, or looked up on PATH) and makes root.
@@ -45,8 +49,29 @@ func New(handler, path, root string, systemdCgroup bool) (*Runtime, error) {
 	r := &Runtime{Handler: handler, Path: resolved, Root: root, SystemdCgroup: systemdCgroup}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r.RecursiveReadOnly = r.SupportsMountOption(ctx, "rro")
+	f := r.features(ctx)
+	r.RecursiveReadOnly = slices.Contains(f.MountOptions, "rro")
+	if _, ok := f.Annotations["org.opencontainers.runc.version"]; ok {
+		r.sealed = &sealedBinary{path: resolved}
+	}
 	return r, nil
+}
+
+// ExecPath is the file to exec for the calls that start a process in a
+// container (run, create, exec), with Path as its argv[0]: for runc the
+// sealed copy of its binary (sealedBinary), else Path.
+func (r *Runtime) ExecPath() string {
+	if r.sealed == nil {
+		return r.Path
+	}
+	return r.sealed.execPath()
+}
+
+// command is the runtime call that starts a process in a container.
+func (r *Runtime) command(ctx context.Context, sub ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, r.Path, r.args(sub...)...)
+	cmd.Path = r.ExecPath()
+	return cmd
 }
 
 func (r *Runtime) args(sub ...string) []string {
@@ -71,8 +96,8 @@ func (r *Runtime) Run(ctx context.Context, id, bundle, logPath string) (int, err
 	}
 	defer logFile.Close()
 	pidFile := filepath.Join(bundle, "pid")
-	cmd := exec.CommandContext(ctx, r.Path, r.args("run", "--detach", "--no-new-keyring",
-		"--bundle", bundle, "--pid-file", pidFile, id)...)
+	cmd := r.command(ctx, "run", "--detach", "--no-new-keyring",
+		"--bundle", bundle, "--pid-file", pidFile, id)
 	cmd.Stderr = logFile
 	// Not in huskd's process group, so a terminal's ^C never reaches it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -177,7 +202,7 @@ func (r *Runtime) Update(ctx context.Context, id, resourcesFile string) error {
 // process, for killing it on a timeout (killing the runtime would leave it
 // running).
 func (r *Runtime) ExecCommand(id, pidFile, processFile string) *exec.Cmd {
-	cmd := exec.Command(r.Path, r.args("exec", "--process", processFile, "--pid-file", pidFile, id)...)
+	cmd := r.command(context.Background(), "exec", "--process", processFile, "--pid-file", pidFile, id)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
 }
@@ -186,22 +211,24 @@ func (r *Runtime) ExecCommand(id, pidFile, processFile string) *exec.Cmd {
 // (OCI runtime features, runc 1.1+) lists a mount option, such as "rro";
 // a runtime without that command supports none it would have to list.
 func (r *Runtime) SupportsMountOption(ctx context.Context, option string) bool {
+	return slices.Contains(r.features(ctx).MountOptions, option)
+}
+
+// runtimeFeatures is what husk reads of `runtime features`.
+type runtimeFeatures struct {
+	MountOptions []string          `json:"mountOptions"`
+	Annotations  map[string]string `json:"annotations"`
+}
+
+// features is what the runtime's `features` says, empty for a runtime
+// without that command.
+func (r *Runtime) features(ctx context.Context) runtimeFeatures {
+	var f runtimeFeatures
 	out, err := exec.CommandContext(ctx, r.Path, "features").Output()
-	if err != nil {
-		return false
+	if err == nil {
+		_ = json.Unmarshal(out, &f)
 	}
-	var f struct {
-		MountOptions []string `json:"mountOptions"`
-	}
-	if json.Unmarshal(out, &f) != nil {
-		return false
-	}
-	for _, o := range f.MountOptions {
-		if o == option {
-			return true
-		}
-	}
-	return false
+	return f
 }
 
 // Calls lists the processes that run this runtime on this root with the

@@ -52,7 +52,10 @@ type Request struct {
 type Create struct {
 	ID string `json:"id"`
 	// Runtime is the OCI runtime binary, RuntimeRoot its --root.
-	Runtime       string `json:"runtime"`
+	Runtime string `json:"runtime"`
+	// RuntimeExec, when set, is the file to exec for Runtime (its argv[0]):
+	// huskd's sealed copy of runc's binary, /proc/<huskd>/fd/<n>.
+	RuntimeExec   string `json:"runtimeExec,omitempty"`
 	RuntimeRoot   string `json:"runtimeRoot"`
 	SystemdCgroup bool   `json:"systemdCgroup,omitempty"`
 	Bundle        string `json:"bundle"`
