@@ -31,6 +31,12 @@ type Runtime struct {
 	// RecursiveReadOnly is set when the runtime can make mounts
 	// recursively read-only ("rro").
 	RecursiveReadOnly bool
+	// DirectInfra starts the pod's infra (husk-pause) without the runtime:
+	// the pod's monitor forks it into its namespaces, and husk-pause
+	// confines itself (internal/pausesetup). Off, the runtime runs it as
+	// a container, as a runtime that makes the pod's sandbox itself (a VM)
+	// needs. huskd sets it per handler.
+	DirectInfra bool
 }
 
 // New resolves path (absolute, or looked up on PATH) and makes root.

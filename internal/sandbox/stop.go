@@ -13,6 +13,9 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/lifecycle"
+	"github.com/huskrt/husk/internal/monitor"
+	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/stats"
 )
 
 // infraKillTimeout bounds the wait for a SIGKILLed infra to exit.
@@ -166,17 +169,37 @@ func (m *Manager) killInfra(ctx context.Context, sb *Sandbox) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, infraKillTimeout)
 	defer cancel()
-	return sb.infra.Wait(ctx)
+	if err := sb.infra.Wait(ctx); err != nil {
+		return err
+	}
+	// Its parent, the pod's monitor, reaps it: wait until it has, so that
+	// the monitor, which refuses to end while its infra runs, can end. A
+	// monitor that is gone, or that did not start this infra (a pod made
+	// before monitors started them), has nothing to wait for.
+	_, err := monitor.For(m.monitorDir(sb.rec.ID)).Wait(ctx, sb.rec.ID)
+	if err != nil && !errors.Is(err, monitor.ErrGone) && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("infra's monitor: %w", err)
+	}
+	return nil
 }
 
-// deleteInfra deletes the infra container from its runtime.
+// deleteInfra deletes the infra container from its runtime, or the
+// cgroup of a direct infra (killing what is left in it).
 func (m *Manager) deleteInfra(ctx context.Context, sb *Sandbox) error {
 	if !sb.rec.InfraCreated {
 		return nil
 	}
-	rt, err := m.opts.Runtimes.Get(sb.rec.Handler)
-	if err == nil {
-		err = rt.Delete(ctx, sb.rec.ID)
+	var err error
+	if sb.rec.InfraDirect {
+		var rel string
+		if rel, err = stats.GroupPath(sb.rec.CgroupsPath); err == nil {
+			err = m.removeInfraCgroup(ctx, rel)
+		}
+	} else {
+		var rt *ociruntime.Runtime
+		if rt, err = m.opts.Runtimes.Get(sb.rec.Handler); err == nil {
+			err = rt.Delete(ctx, sb.rec.ID)
+		}
 	}
 	if err != nil {
 		return err
@@ -206,9 +229,15 @@ func (m *Manager) unmountShm(sb *Sandbox) error {
 	return unmountAll(sb.rec.ShmPath)
 }
 
-// removeLocked deletes the sandbox's files, record and name.
+// removeLocked ends the pod's monitor and deletes the sandbox's files,
+// record and name.
 func (m *Manager) removeLocked(sb *Sandbox) error {
 	rec := &sb.rec
+	ctx, cancel := lifecycle.FreshContext()
+	defer cancel()
+	if err := m.stopMonitor(ctx, rec.ID); err != nil {
+		return fmt.Errorf("sandbox %s: %w", rec.ID, err)
+	}
 	if err := os.RemoveAll(m.dir(rec.ID)); err != nil {
 		return fmt.Errorf("sandbox %s: remove files: %w", rec.ID, err)
 	}

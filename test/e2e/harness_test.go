@@ -546,7 +546,8 @@ func (e *env) leaks(ids ...string) []string {
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mi), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 4 && strings.HasPrefix(f[4], e.dir+"/") {
+		// The infra's read-only root is huskd's, mounted once per boot.
+		if len(f) > 4 && strings.HasPrefix(f[4], e.dir+"/") && f[4] != filepath.Join(e.state, "infra-rootfs") {
 			out = append(out, "mount "+f[4])
 		}
 	}
