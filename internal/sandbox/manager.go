@@ -190,10 +190,10 @@ type Manager struct {
 	// leaves no mount).
 	rootfsMu      sync.Mutex
 	rootfsMounted bool
-	bootID  string
-	watcher *proc.Watcher
-	index   *lifecycle.Index[*Sandbox]
-	records lifecycle.Records[Record]
+	bootID        string
+	watcher       *proc.Watcher
+	index         *lifecycle.Index[*Sandbox]
+	records       lifecycle.Records[Record]
 }
 
 // New prepares the infra rootfs and the watcher. Call Recover before serving.
