@@ -106,8 +106,13 @@ func (r *runtimeUnderTest) makePods(ctx context.Context, n int) ([]string, error
 	})
 }
 
-// nodeCgroup is the parent of the node scenario's pod cgroups.
-func nodeCgroup(side string) string { return "hbench-node-" + side }
+// nodeCgroup is the parent of the node scenario's pod cgroups; the
+// bench's PID keeps two benches on one machine out of each other's
+// cgroups (each removes its own at the end).
+func nodeCgroup(side string) string { return fmt.Sprintf("hbench-node-%s-%d", side, os.Getpid()) }
+
+// huskCgroup is huskd's cgroup_parent in the bench.
+func huskCgroup() string { return fmt.Sprintf("hbench-husk-%d", os.Getpid()) }
 
 // removePods stops and removes the pods, nodeParallel at a time.
 func (r *runtimeUnderTest) removePods(ctx context.Context, pods []string) error {

@@ -58,7 +58,8 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 	n, _ := rand.Int(rand.Reader, big.NewInt(120))
 	r := &runtimeUnderTest{
 		side: side, dir: dir, socket: filepath.Join(dir, "cri.sock"),
-		bridge: fmt.Sprintf("hbench%d", index), subnet: fmt.Sprintf("10.200.%d.0/24", 2*n.Int64()+int64(index)+2),
+		// The PID keeps two benches on one machine on bridges of their own.
+		bridge: fmt.Sprintf("hb%d-%d", os.Getpid()%100000, index), subnet: fmt.Sprintf("10.200.%d.0/24", 2*n.Int64()+int64(index)+2),
 		logDirs: filepath.Join(dir, "pods"),
 	}
 	netDir := filepath.Join(dir, "net.d")
@@ -75,7 +76,7 @@ func startRuntime(ctx context.Context, side string, o options, index int, masq b
 	}
 	switch side {
 	case "husk":
-		cfg := fmt.Sprintf("pause_binary = %q\ncgroup_parent = \"/hbench-husk\"\n[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\ncache_dir = %q\nwrite_default = false\n[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n",
+		cfg := fmt.Sprintf("pause_binary = %q\ncgroup_parent = \"/"+huskCgroup()+"\"\n[cni]\nconf_dir = %q\nbin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\ncache_dir = %q\nwrite_default = false\n[registries.\"*\"]\nendpoints = [\"http://%s\"]\nskip_upstream = true\n",
 			o.pause, netDir, filepath.Join(dir, "cni"), o.registry) + o.huskConfig
 		if o.huskDownloads > 0 {
 			cfg = fmt.Sprintf("max_concurrent_downloads = %d\n", o.huskDownloads) + cfg
@@ -316,7 +317,7 @@ func (r *runtimeUnderTest) close(keep bool) {
 	_ = exec.Command("ip", "link", "del", r.bridge).Run()
 	// The runtimes' parent cgroups, when empty: husk's is the bench's own,
 	// containerd's default is /k8s.io.
-	for _, parent := range []string{"hbench-husk", "k8s.io", nodeCgroup(r.side)} {
+	for _, parent := range []string{huskCgroup(), "k8s.io", nodeCgroup(r.side)} {
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent + "/*")
 		more, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
 		for _, d := range append(dirs, more...) {

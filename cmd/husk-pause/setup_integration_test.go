@@ -225,12 +225,22 @@ func TestInfraSetup(t *testing.T) {
 	}
 	bin := buildPause(t)
 	rootfs := roRootfs(t, bin)
-	for _, userns := range []bool{false, true} {
-		t.Run(fmt.Sprintf("userns=%v", userns), func(t *testing.T) {
+	shared := sharedMountNS(t, rootfs)
+	for _, c := range []struct {
+		name           string
+		userns, shared bool
+	}{{"own mount namespace", false, false}, {"shared mount namespace", false, true}, {"user namespace", true, false}} {
+		userns := c.userns
+		t.Run(c.name, func(t *testing.T) {
 			attr := &syscall.SysProcAttr{Setsid: true,
-				Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS}
+				Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS}
 			opts := pausesetup.InfraOptions{Hostname: "web-0", SetHostname: true, Rootfs: rootfs, LastCap: lastCap(t), NoFile: 1024,
 				Sysctls: map[string]string{"kernel.shm_rmid_forced": "1", "net.ipv4.ip_unprivileged_port_start": "80"}}
+			if c.shared {
+				opts.MountNamespace = shared
+			} else {
+				attr.Cloneflags |= unix.CLONE_NEWNS
+			}
 			var netns string
 			checks := []struct{ ns, cmd, want string }{
 				{"-u", "hostname", "web-0"},
@@ -279,6 +289,9 @@ func TestInfraSetup(t *testing.T) {
 				!strings.HasPrefix(strings.Fields(lines[0])[5], "ro,") {
 				t.Errorf("mounts of the infra:\n%s\nwant only a read-only /", mi)
 			}
+			if c.shared && nsInode(t, fmt.Sprintf("/proc/%d/ns/mnt", pid)) != nsInode(t, shared) {
+				t.Error("not in the shared mount namespace")
+			}
 			if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/root/", pid)); err != nil || len(ents) != 1 || ents[0].Name() != "husk-pause" {
 				t.Errorf("root of the infra: %v %v", ents, err)
 			}
@@ -311,6 +324,44 @@ func TestInfraSetup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sharedMountNS makes a mount namespace whose root is rootfs, pinned, as
+// huskd makes the one its infras share.
+func sharedMountNS(t *testing.T, rootfs string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ns")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	pin := filepath.Join(dir, "mnt")
+	if err := os.WriteFile(pin, nil, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	prog, err := pausesetup.Root(rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := prog.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := startInfra(t, filepath.Join(rootfs, "husk-pause"), &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWNS})
+	if err := pausesetup.ParseReport(in.run(t, b), prog.Names()); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/mnt", in.cmd.Process.Pid), pin, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(pin, unix.MNT_DETACH) })
+	return pin
 }
 
 // A step that fails is reported by its index and errno, and the infra

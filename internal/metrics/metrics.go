@@ -22,7 +22,7 @@ import (
 // Phases of RunPodSandbox and CreateContainer, as internal/sandbox and
 // internal/container name them.
 var (
-	SandboxPhases   = []string{"persist", "files", "netns", "network", "infra", "ready"}
+	SandboxPhases   = []string{"persist", "files", "netns", "network", "monitor", "infra", "ready"}
 	ContainerPhases = []string{"persist", "rootfs", "image_volumes", "spec", "monitor", "runtime", "persisted"}
 	// StreamKinds are the sessions of the streaming server.
 	StreamKinds = []string{"exec", "attach", "portforward"}

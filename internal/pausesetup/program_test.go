@@ -227,3 +227,33 @@ func TestTooLarge(t *testing.T) {
 		t.Error("a program larger than MaxSize encoded")
 	}
 }
+
+// An infra joins the shared mount namespace instead of pivoting; the
+// helper that makes that namespace pivots.
+func TestMountNamespaceChoice(t *testing.T) {
+	if !Supported {
+		t.Skip("no setup on this architecture")
+	}
+	joined, err := Infra(InfraOptions{MountNamespace: "/run/husk/infra-ns/mnt", LastCap: 40, NoFile: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := Root("/run/husk/infra-rootfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	has := func(p *Program, name string) bool {
+		for _, n := range p.Names() {
+			if n == name {
+				return true
+			}
+		}
+		return false
+	}
+	if !has(joined, "join mount namespace /run/husk/infra-ns/mnt") || has(joined, "pivot_root") {
+		t.Errorf("infra with a shared mount namespace: %q", joined.Names())
+	}
+	if !has(root, "pivot_root") || !has(root, "detach old root") || has(root, "install seccomp filter") {
+		t.Errorf("root helper: %q", root.Names())
+	}
+}

@@ -4,11 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/moby/profiles/seccomp"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -18,6 +23,7 @@ import (
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/pausesetup"
+	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/proc"
 	"github.com/huskrt/husk/internal/stats"
 )
@@ -26,15 +32,18 @@ import (
 const infraNoFile = 1024
 
 // startInfra starts the pod's infra through the pod's monitor, which it
-// starts first and which stays the infra's parent (and reaper) across
-// huskd restarts, then watches the infra's process. The monitor forks
+// starts first (phase "monitor", part of "infra") and which stays the
+// infra's parent (and reaper) across huskd restarts, then watches the
+// infra's process. The monitor forks
 // husk-pause itself (DirectInfra) or runs the handler's runtime.
-func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, netnsPath string) error {
+func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, netnsPath string, timer *phase.Timer) error {
 	rec := &sb.rec
+	start := time.Now()
 	mon, err := monitor.Ensure(ctx, m.opts.MonitorBinary, m.monitorDir(rec.ID))
 	if err != nil {
 		return fmt.Errorf("start pod monitor: %w", err)
 	}
+	timer.Add("monitor", time.Since(start))
 	var in *proto.Infra
 	var steps []string
 	if rec.InfraDirect {
@@ -80,7 +89,7 @@ func (m *Manager) directInfra(sb *Sandbox, netnsPath string) (*proto.Infra, []st
 	if err := os.WriteFile(filepath.Join(m.dir(rec.ID), infraCgroupFile), []byte(rel), 0o600); err != nil {
 		return nil, nil, fmt.Errorf("infra cgroup: %w", err)
 	}
-	if err := m.mountRootfs(); err != nil {
+	if err := m.prepareInfraRoot(); err != nil {
 		return nil, nil, err
 	}
 	rec.InfraCreated = true
@@ -90,7 +99,7 @@ func (m *Manager) directInfra(sb *Sandbox, netnsPath string) (*proto.Infra, []st
 	}
 	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	hostNet, ownUserns := podNamespaces(cfg)
-	flags := uintptr(unix.CLONE_NEWNS)
+	var flags uintptr
 	if ns.GetPid() != runtimeapi.NamespaceMode_NODE {
 		flags |= unix.CLONE_NEWPID
 	}
@@ -106,8 +115,12 @@ func (m *Manager) directInfra(sb *Sandbox, netnsPath string) (*proto.Infra, []st
 	in := &proto.Infra{ID: rec.ID, LogPath: filepath.Join(m.dir(rec.ID), "infra.log"),
 		Path: filepath.Join(m.rootfs, strings.TrimPrefix(oci.InfraPath, "/")), Args: []string{oci.InfraPath, "-infra"},
 		CgroupProcs: procs, OOMScoreAdj: m.oomScoreAdj}
-	if ownUserns {
-		flags |= unix.CLONE_NEWUSER
+	if !ownUserns {
+		opts.MountNamespace = m.infraMountNS()
+	} else {
+		// The shared mount namespace is the node's user namespace's: a
+		// pod's root cannot join it, and pivots in a namespace of its own.
+		flags |= unix.CLONE_NEWUSER | unix.CLONE_NEWNS
 		if !hostNet {
 			flags |= unix.CLONE_NEWNET
 		}
@@ -133,6 +146,14 @@ func (m *Manager) runtimeInfra(sb *Sandbox, rt *ociruntime.Runtime, netnsPath st
 		ID: rec.ID, Handler: rec.Handler, RootfsPath: m.rootfs, NetnsPath: netnsPath,
 		ShmPath: rec.ShmPath, CgroupsPath: rec.CgroupsPath, OOMScoreAdj: m.oomScoreAdj,
 	})
+	// The default profile: what a directly started infra gets is
+	// narrower still (pausesetup.Filter), but this pause may be the
+	// portable one, which has the Go runtime's needs.
+	profile, err := seccomp.GetDefaultProfile(spec)
+	if err != nil {
+		return nil, fmt.Errorf("infra seccomp profile: %w", err)
+	}
+	spec.Linux.Seccomp = profile
 	bundle := filepath.Join(m.dir(rec.ID), "bundle")
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		return nil, fmt.Errorf("infra bundle: %w", err)
@@ -181,8 +202,9 @@ func (m *Manager) stopMonitor(ctx context.Context, id string) error {
 	return os.RemoveAll(m.monitorDir(id))
 }
 
-// mountRootfs mounts the infra root read-only, once.
-func (m *Manager) mountRootfs() error {
+// prepareInfraRoot mounts the infra root read-only and makes the infras'
+// mount namespace, once.
+func (m *Manager) prepareInfraRoot() error {
 	m.rootfsMu.Lock()
 	defer m.rootfsMu.Unlock()
 	if m.rootfsMounted {
@@ -191,6 +213,93 @@ func (m *Manager) mountRootfs() error {
 	if err := mountReadOnly(m.rootfs); err != nil {
 		return fmt.Errorf("infra rootfs: %w", err)
 	}
+	if err := m.makeInfraMountNS(); err != nil {
+		_ = unmountAll(m.rootfs)
+		return fmt.Errorf("infra mount namespace: %w", err)
+	}
 	m.rootfsMounted = true
 	return nil
+}
+
+// infraMountNS is where the infras' mount namespace is pinned, in a dir
+// that is a private mount: a mount namespace cannot be pinned on a shared
+// one.
+func (m *Manager) infraMountNS() string {
+	return filepath.Join(m.opts.StateDir, "infra-ns", "mnt")
+}
+
+// makeInfraMountNS makes the mount namespace every infra without a user
+// namespace joins: its root is the read-only infra root, and nothing else.
+// A husk-pause started in a new mount namespace pivots into that root
+// (pausesetup.Root); its namespace is pinned, then it is ended.
+func (m *Manager) makeInfraMountNS() error {
+	pin := m.infraMountNS()
+	dir := filepath.Dir(pin)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if mounted, _ := mountinfo.Mounted(dir); !mounted {
+		if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind mount %s: %w", dir, err)
+		}
+		if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make %s private: %w", dir, err)
+		}
+	}
+	if err := unmountAll(pin); err != nil {
+		return err
+	}
+	if err := os.WriteFile(pin, nil, 0o400); err != nil {
+		return err
+	}
+	prog, err := pausesetup.Root(m.rootfs)
+	if err != nil {
+		return err
+	}
+	b, err := prog.Encode()
+	if err != nil {
+		return err
+	}
+	return m.runInfraHelper(b, prog.Names(), func(pid int) error {
+		if err := unix.Mount(fmt.Sprintf("/proc/%d/ns/mnt", pid), pin, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("pin %s: %w", pin, err)
+		}
+		return nil
+	})
+}
+
+// runInfraHelper runs husk-pause in a new mount namespace with the setup
+// program b, calls done with its PID once the setup succeeded, and ends
+// it.
+func (m *Manager) runInfraHelper(b []byte, steps []string, done func(pid int) error) error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "setup"), os.NewFile(uintptr(fds[1]), "setup")
+	defer ours.Close()
+	cmd := exec.Command(filepath.Join(m.rootfs, strings.TrimPrefix(oci.InfraPath, "/")), "-infra")
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: unix.CLONE_NEWNS}
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	_ = ours.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := ours.Write(b); err != nil {
+		return fmt.Errorf("send setup: %w", err)
+	}
+	report, err := io.ReadAll(ours)
+	if err != nil {
+		return fmt.Errorf("read setup report: %w", err)
+	}
+	if err := pausesetup.ParseReport(report, steps); err != nil {
+		return err
+	}
+	return done(cmd.Process.Pid)
 }

@@ -185,9 +185,9 @@ type Manager struct {
 	// cgroup hierarchies. Both are read once.
 	lastCap int
 	cgroups []hierarchy
-	// rootfsMu guards rootfsMounted: the infra root is mounted read-only
-	// for the first direct infra, not before (a huskd that fails to start
-	// leaves no mount).
+	// rootfsMu guards rootfsMounted: the infra root is mounted read-only,
+	// and the infras' mount namespace made, for the first direct infra,
+	// not before (a huskd that fails to start leaves no mount).
 	rootfsMu      sync.Mutex
 	rootfsMounted bool
 	bootID        string
@@ -240,9 +240,12 @@ func (m *Manager) prepareInfra() error {
 	rootfs := filepath.Join(m.opts.StateDir, "infra-rootfs")
 	// A husk-pause that changed is installed into the plain dir; running
 	// infras keep their own mount of the old one.
-	if mounted, _ := mountinfo.Mounted(rootfs); mounted {
-		if err := unmountAll(rootfs); err != nil {
-			return fmt.Errorf("infra rootfs: %w", err)
+	// So is the infras' mount namespace, made again from the new root.
+	for _, p := range []string{m.infraMountNS(), rootfs} {
+		if mounted, _ := mountinfo.Mounted(p); mounted {
+			if err := unmountAll(p); err != nil {
+				return fmt.Errorf("infra rootfs: %w", err)
+			}
 		}
 	}
 	rootfs, err := prepareInfraRootfs(m.opts.StateDir, m.opts.PauseBinary)

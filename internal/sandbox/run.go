@@ -278,7 +278,7 @@ func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runt
 		infraNetns = "" // a new one, created by the runtime in the pod's user namespace
 	}
 	start := time.Now()
-	infraErr := m.startInfra(ctx, sb, rt, infraNetns)
+	infraErr := m.startInfra(ctx, sb, rt, infraNetns, timer)
 	timer.Add("infra", time.Since(start))
 	if !hostNet && ownUserns && infraErr == nil {
 		p, err := m.opts.Network.PinNetns(rec.ID, rec.InfraPID)

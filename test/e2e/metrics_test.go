@@ -47,7 +47,7 @@ func TestMetricsProfilingAndJSONLogs(t *testing.T) {
 	if after[`husk_cri_request_duration_seconds_sum{method="RunPodSandbox"}`] <= before[`husk_cri_request_duration_seconds_sum{method="RunPodSandbox"}`] {
 		t.Error("RunPodSandbox duration sum did not grow")
 	}
-	for _, p := range []string{"persist", "files", "netns", "network", "infra", "ready"} {
+	for _, p := range []string{"persist", "files", "netns", "network", "monitor", "infra", "ready"} {
 		moved(`husk_sandbox_phase_duration_seconds_count{phase="`+p+`"}`, 1)
 	}
 	moved(`husk_pods{state="ready"}`, 1)
