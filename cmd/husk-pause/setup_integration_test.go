@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/huskrt/husk/internal/pausesetup"
+	"github.com/huskrt/husk/internal/testutil"
 )
 
 // entryLdflag is the Makefile's -E main.entry where husk-pause has its
@@ -38,18 +39,6 @@ func buildPauseGo(t *testing.T) string {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// needRootHere skips a test that needs root, or fails it under CI=true.
-func needRootHere(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (CI=true: not skipped)")
-	}
-	t.Skip("needs root")
 }
 
 // The portable main keeps pause.c's behaviour and refuses -infra, which
@@ -139,7 +128,7 @@ func startInfra(t *testing.T, bin string, attr *syscall.SysProcAttr) *infra {
 		t.Fatal(err)
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "setup"), os.NewFile(uintptr(fds[1]), "setup-child")
-	in := &infra{cmd: exec.Command(bin, "-infra"), setup: ours, stderr: stderrFileOf(t)}
+	in := &infra{cmd: exec.Command(bin, "-infra"), setup: ours, stderr: stderrFile(t)}
 	in.cmd.ExtraFiles = []*os.File{theirs}
 	in.cmd.Stderr = in.stderr
 	in.cmd.SysProcAttr = attr
@@ -153,16 +142,6 @@ func startInfra(t *testing.T, bin string, attr *syscall.SysProcAttr) *infra {
 		_ = in.cmd.Wait()
 	})
 	return in
-}
-
-func stderrFileOf(t *testing.T) *os.File {
-	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
 }
 
 // run sends the program and returns the report, all of what came back.
@@ -219,7 +198,9 @@ func nsInode(t *testing.T, path string) uint64 {
 // privileges: each of the infra's protections is checked from outside,
 // with and without a user namespace.
 func TestInfraSetup(t *testing.T) {
-	needRootHere(t)
+	testutil.RequiresRoot(t, "namespaces, mounts, setns")
+	testutil.RequiresCommand(t, "nsenter")
+	testutil.RequiresCommand(t, "unshare")
 	if !pausesetup.Supported {
 		t.Skip("no setup entry point on " + runtime.GOARCH)
 	}
@@ -269,7 +250,7 @@ func TestInfraSetup(t *testing.T) {
 			}
 			in := startInfra(t, filepath.Join(rootfs, "husk-pause"), attr)
 			if err := pausesetup.ParseReport(in.run(t, b), prog.Names()); err != nil {
-				t.Fatalf("setup: %v (stderr %q)", err, fileText(t, in.stderr))
+				t.Fatalf("setup: %v (stderr %q)", err, contents(t, in.stderr))
 			}
 			pid := in.cmd.Process.Pid
 			st := statusOf(t, pid)
@@ -367,6 +348,7 @@ func sharedMountNS(t *testing.T, rootfs string) string {
 // A step that fails is reported by its index and errno, and the infra
 // exits; a program that is not one ends it at once.
 func TestInfraSetupFailures(t *testing.T) {
+	testutil.RequiresKernel(t, "husk-pause's setup on fd 3")
 	if !pausesetup.Supported {
 		t.Skip("no setup entry point on " + runtime.GOARCH)
 	}
@@ -418,13 +400,4 @@ func TestInfraSetupFailures(t *testing.T) {
 			}
 		})
 	}
-}
-
-func fileText(t *testing.T, f *os.File) string {
-	t.Helper()
-	b, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
