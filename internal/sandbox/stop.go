@@ -15,6 +15,7 @@ import (
 	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/monitor"
 	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/phase"
 	"github.com/huskrt/husk/internal/stats"
 )
 
@@ -104,25 +105,26 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	rec := &sb.rec
 	ctx, cancel := lifecycle.FreshContext()
 	defer cancel()
-	start := time.Now()
+	timer := phase.Start(nil)
 	// CNI DEL runs while the infra is killed and deleted: both take tens of
 	// milliseconds and neither needs the other (the netns is pinned).
-	awaitDEL := m.detach(ctx, sb)
+	awaitDEL := m.detach(ctx, sb, timer)
 	steps := []struct {
-		name string
-		run  func() error
+		name, phase string
+		run         func() error
 	}{
-		{"kill infra", func() error { return m.killInfra(ctx, sb) }},
-		{"delete infra container", func() error { return m.deleteInfra(ctx, sb) }},
-		{"teardown network", awaitDEL},
-		{"remove network namespace", func() error { return m.removeNetns(sb) }},
-		{"/dev/shm", func() error { return m.unmountShm(sb) }},
+		{"kill infra", "kill", func() error { return m.killInfra(ctx, sb) }},
+		{"delete infra container", "delete", func() error { return m.deleteInfra(ctx, sb) }},
+		{"teardown network", "network_wait", awaitDEL},
+		{"remove network namespace", "netns", func() error { return m.removeNetns(sb) }},
+		{"/dev/shm", "shm", func() error { return m.unmountShm(sb) }},
 	}
 	var errs []error
 	for _, step := range steps {
 		if err := step.run(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", step.name, err))
 		}
+		timer.Mark(step.phase)
 	}
 	if rec.State != StateCreating || len(errs) > 0 {
 		rec.State = StateNotReady
@@ -134,7 +136,8 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 			errs = append(errs, err)
 		}
 	}
-	log.Debug("sandbox torn down", "duration", time.Since(start), "errors", len(errs))
+	timer.Mark("persist")
+	log.Debug("sandbox torn down", append(timer.Attrs(), "errors", len(errs))...)
 	if len(errs) > 0 {
 		return fmt.Errorf("sandbox %s: %w", rec.ID, errors.Join(errs...))
 	}
@@ -143,15 +146,23 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 
 // detach starts the CNI DEL of an attached sandbox and returns the wait
 // for it, which clears NetworkAttached once the DEL succeeded.
-func (m *Manager) detach(ctx context.Context, sb *Sandbox) (wait func() error) {
+func (m *Manager) detach(ctx context.Context, sb *Sandbox, timer *phase.Timer) (wait func() error) {
 	if !sb.rec.NetworkAttached {
 		return func() error { return nil }
 	}
 	done := make(chan error, 1)
 	att := m.attachment(&sb.rec, sb.config)
-	go func() { done <- m.opts.Network.Teardown(ctx, att) }()
+	start := time.Now()
+	var took time.Duration
+	go func() {
+		err := m.opts.Network.Teardown(ctx, att)
+		took = time.Since(start)
+		done <- err
+	}()
 	return func() error {
-		if err := <-done; err != nil {
+		err := <-done
+		timer.Add("network", took) // the DEL's own time, beside kill and delete
+		if err != nil {
 			return err
 		}
 		sb.rec.NetworkAttached = false
