@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -262,6 +263,9 @@ func TestInfraSetup(t *testing.T) {
 			if st["NoNewPrivs"] != "1" || st["Seccomp"] != "2" || st["Threads"] != "1" {
 				t.Errorf("NoNewPrivs %s, Seccomp %s, Threads %s; want 1, 2 (filter), 1", st["NoNewPrivs"], st["Seccomp"], st["Threads"])
 			}
+			if got := installedFilter(t, pid); !bytes.Equal(got, pausesetup.Filter()) {
+				t.Errorf("the infra runs under another seccomp filter than pausesetup.Filter (%d bytes, want %d)", len(got), len(pausesetup.Filter()))
+			}
 			if f := strings.Fields(st["NSpid"]); len(f) != 2 || f[1] != "1" {
 				t.Errorf("NSpid %q: not PID 1 of its own PID namespace", st["NSpid"])
 			}
@@ -305,6 +309,40 @@ func TestInfraSetup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// installedFilter reads the seccomp filter pid runs under, as the kernel
+// holds it (PTRACE_SECCOMP_GET_FILTER on a seized, interrupted process,
+// which then goes on as before).
+func installedFilter(t *testing.T, pid int) []byte {
+	t.Helper()
+	runtime.LockOSThread() // ptrace requests come from the tracing thread
+	defer runtime.UnlockOSThread()
+	if err := unix.PtraceSeize(pid); err != nil {
+		t.Fatalf("seize %d: %v", pid, err)
+	}
+	defer func() {
+		if err := unix.PtraceDetach(pid); err != nil {
+			t.Errorf("detach %d: %v", pid, err)
+		}
+	}()
+	if err := unix.PtraceInterrupt(pid); err != nil {
+		t.Fatalf("interrupt %d: %v", pid, err)
+	}
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil || !ws.Stopped() {
+		t.Fatalf("wait for %d to stop: %v (status %#x)", pid, err, ws)
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(pid), 0, 0, 0, 0)
+	if errno != 0 {
+		t.Fatalf("filter length of %d: %v", pid, errno)
+	}
+	b := make([]byte, 8*n) // struct sock_filter
+	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(pid), 0,
+		uintptr(unsafe.Pointer(&b[0])), 0, 0); errno != 0 {
+		t.Fatalf("filter of %d: %v", pid, errno)
+	}
+	return b
 }
 
 // sharedMountNS makes a mount namespace whose root is rootfs, pinned, as
