@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,19 +32,46 @@ import (
 // infraNoFile is the infra's RLIMIT_NOFILE: pause opens nothing.
 const infraNoFile = 1024
 
-// startInfra starts the pod's infra through the pod's monitor, which it
-// starts first (phase "monitor", part of "infra") and which stays the
-// infra's parent (and reaper) across huskd restarts, then watches the
-// infra's process. The monitor forks
-// husk-pause itself (DirectInfra) or runs the handler's runtime.
-func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, netnsPath string, timer *phase.Timer) error {
-	rec := &sb.rec
-	start := time.Now()
-	mon, err := monitor.Ensure(ctx, m.opts.MonitorBinary, m.monitorDir(rec.ID))
-	if err != nil {
-		return fmt.Errorf("start pod monitor: %w", err)
+// monitorStart is a pod's monitor being started: its client once it
+// answers (the same on every call).
+type monitorStart func() (*monitor.Client, error)
+
+// startMonitor starts the pod's monitor in the background and returns the
+// wait for it, which records the "monitor" phase: the start of a Go
+// process, a few milliseconds, overlaps the sandbox's files and network
+// namespace, which the monitor needs neither of.
+func (m *Manager) startMonitor(ctx context.Context, id string, timer *phase.Timer) monitorStart {
+	type started struct {
+		c    *monitor.Client
+		err  error
+		took time.Duration
 	}
-	timer.Add("monitor", time.Since(start))
+	done := make(chan started, 1)
+	go func() {
+		start := time.Now()
+		c, err := monitor.Ensure(ctx, m.opts.MonitorBinary, m.monitorDir(id))
+		done <- started{c, err, time.Since(start)}
+	}()
+	return sync.OnceValues(func() (*monitor.Client, error) {
+		s := <-done
+		timer.Add("monitor", s.took)
+		if s.err != nil {
+			return nil, fmt.Errorf("start pod monitor: %w", s.err)
+		}
+		return s.c, nil
+	})
+}
+
+// startInfra starts the pod's infra through the pod's monitor, which
+// stays the infra's parent (and reaper) across huskd restarts, then
+// watches the infra's process. The monitor forks husk-pause itself
+// (DirectInfra) or runs the handler's runtime.
+func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, monitorUp monitorStart, netnsPath string) error {
+	rec := &sb.rec
+	mon, err := monitorUp()
+	if err != nil {
+		return err
+	}
 	var in *proto.Infra
 	var steps []string
 	if rec.InfraDirect {

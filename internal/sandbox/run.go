@@ -136,6 +136,10 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 	// what its ADD had done.
 	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
 	defer cancel()
+	// Whatever the outcome, the monitor's start has ended before the undo
+	// above runs (defers run last first), so that the undo ends it.
+	monitorUp := m.startMonitor(opCtx, rec.ID, timer)
+	defer func() { _, _ = monitorUp() }()
 	steps := []struct {
 		name string
 		run  func() error
@@ -143,7 +147,7 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		{"files", func() error { return m.writeFiles(sb) }},
 		{"netns", func() error { return m.createNetns(sb) }},
 		// Marks its parts, infra and network, which run at once.
-		{"infra+network", func() error { return m.startPod(opCtx, sb, rt, timer) }},
+		{"infra+network", func() error { return m.startPod(opCtx, sb, rt, monitorUp, timer) }},
 		{"ready", func() error { return m.markReady(sb) }},
 	}
 	for _, step := range steps {
@@ -266,7 +270,7 @@ func (m *Manager) createNetns(sb *Sandbox) error {
 // the CNI plugins and the OCI runtime each take tens of milliseconds and
 // neither needs the other, only the pinned namespace both use. With a user
 // namespace, CNI waits for the infra, whose namespace is pinned then.
-func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, timer *phase.Timer) error {
+func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, monitorUp monitorStart, timer *phase.Timer) error {
 	rec := &sb.rec
 	hostNet, ownUserns := podNamespaces(sb.config)
 	var added <-chan addResult
@@ -278,7 +282,7 @@ func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runt
 		infraNetns = "" // a new one, created by the runtime in the pod's user namespace
 	}
 	start := time.Now()
-	infraErr := m.startInfra(ctx, sb, rt, infraNetns, timer)
+	infraErr := m.startInfra(ctx, sb, rt, monitorUp, infraNetns)
 	timer.Add("infra", time.Since(start))
 	if !hostNet && ownUserns && infraErr == nil {
 		p, err := m.opts.Network.PinNetns(rec.ID, rec.InfraPID)
