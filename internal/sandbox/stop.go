@@ -106,8 +106,9 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	ctx, cancel := lifecycle.FreshContext()
 	defer cancel()
 	timer := phase.Start(nil)
-	// CNI DEL runs while the infra is killed and deleted: both take tens of
-	// milliseconds and neither needs the other (the netns is pinned).
+	// CNI DEL runs while the infra is killed and deleted and /dev/shm
+	// unmounted: the DEL takes tens of milliseconds and needs none of them
+	// (the netns is pinned), only the netns pin waits for it.
 	awaitDEL := m.detach(ctx, sb, timer)
 	steps := []struct {
 		name, phase string
@@ -115,9 +116,9 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	}{
 		{"kill infra", "kill", func() error { return m.killInfra(ctx, sb) }},
 		{"delete infra container", "delete", func() error { return m.deleteInfra(ctx, sb) }},
+		{"/dev/shm", "shm", func() error { return m.unmountShm(sb) }},
 		{"teardown network", "network_wait", awaitDEL},
 		{"remove network namespace", "netns", func() error { return m.removeNetns(sb) }},
-		{"/dev/shm", "shm", func() error { return m.unmountShm(sb) }},
 	}
 	var errs []error
 	for _, step := range steps {
