@@ -3,6 +3,9 @@
 // ratio husk/containerd. Each runtime gets its own temporary dirs, socket,
 // CNI bridge and subnet, all removed at the end.
 //
+// RunPodSandbox and StopPodSandbox are also timed with both runtimes up at
+// once, each call alternated between them (-only paired runs only that).
+//
 // It also measures what metrics cost husk: two huskds, [metrics] off and on,
 // with each call alternated between them (-only metrics runs only that).
 //
@@ -14,7 +17,7 @@
 // layers of -big-mib MiB, gzip and zstd; -big-only runs only them) run both
 // runtimes side by side and this machine's floor in the same rounds.
 //
-//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-node-pods 110] [-node-only] [-only husk|containerd|metrics] [-scrape 1s] [-json out.json]
+//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-node-pods 110] [-node-only] [-only husk|containerd|metrics|paired] [-scrape 1s] [-json out.json]
 //	           [-big-n 5] [-big-layers 8] [-big-mib 64] [-big-only] [-husk-downloads N]
 package main
 
@@ -72,7 +75,7 @@ func main() {
 	flag.IntVar(&o.pods, "pods", 20, "pods running for the memory scenario")
 	flag.IntVar(&o.nodePods, "node-pods", 110, "pods of the full-node scenario (0 skips it)")
 	flag.BoolVar(&o.nodeOnly, "node-only", false, "run only the full-node scenario")
-	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics)")
+	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics), or only the paired sandbox calls (paired)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
 	flag.DurationVar(&o.scrape, "scrape", time.Second, "metrics overhead: scrape /metrics this often (0: never)")
@@ -121,6 +124,9 @@ func run(o options) error {
 			order = append(order, call+" "+n.name)
 		}
 	}
+	for _, sc := range pairedScenarios {
+		order = append(order, sc.name)
+	}
 	order = append(order, "per-pod private memory", "Create+StartContainer", "StopContainer (timeout 0)", "RemoveContainer",
 		"Create+StartContainer (husk: crun)", "StopContainer (timeout 0) (husk: crun)", "RemoveContainer (husk: crun)",
 		"per-pod memory, 1 container", "monitor private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
@@ -131,7 +137,7 @@ func run(o options) error {
 	for _, c := range []string{"gzip", "zstd"} {
 		order = append(order, newBigRows(c, o.bigLayers, o.bigMiB).names()...)
 	}
-	imgs, err := startImages(o.only != "metrics" && !o.bigOnly)
+	imgs, err := startImages(o.only != "metrics" && o.only != "paired" && !o.bigOnly)
 	if err != nil {
 		return fmt.Errorf("bench images: %w", err)
 	}
@@ -145,7 +151,7 @@ func run(o options) error {
 	}
 
 	start := time.Now()
-	if o.only == "metrics" || o.bigOnly {
+	if o.only == "metrics" || o.only == "paired" || o.bigOnly {
 		networks = nil
 	}
 	if o.nodeOnly {
@@ -194,6 +200,19 @@ func run(o options) error {
 			return fmt.Errorf("big images: %w", err)
 		}
 	}
+	var paired map[string][]float64
+	if (o.only == "" || o.only == "paired") && !o.nodeOnly && !o.bigOnly {
+		paired, err = benchSandboxesPaired(ctx, o, func(name, side string, v float64) {
+			for _, sc := range pairedScenarios {
+				if sc.name == name {
+					add(name, "ms", side, sc.target, v)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
 	var scrapes []float64
 	if (o.only == "" || o.only == "metrics") && !o.nodeOnly && !o.bigOnly {
 		scrapes, err = benchMetricsOverhead(ctx, o, func(name, side string, v float64) { add("metrics overhead: "+name, "ms", side, 0, v) })
@@ -201,7 +220,7 @@ func run(o options) error {
 			return fmt.Errorf("metrics overhead: %w", err)
 		}
 	}
-	if o.only != "metrics" && !o.nodeOnly && !o.bigOnly {
+	if o.only != "metrics" && o.only != "paired" && !o.nodeOnly && !o.bigOnly {
 		if err := benchInfra(o, func(name, unit, side string, v ...float64) { add(name, unit, side, 0, v...) }); err != nil {
 			return err
 		}
@@ -212,6 +231,7 @@ func run(o options) error {
 	var list []*result
 	if o.only != "metrics" {
 		list = printComparison(results, order)
+		printPaired(paired)
 	}
 	if (o.only == "" || o.only == "metrics") && !o.nodeOnly && !o.bigOnly {
 		list = append(list, printMetricsOverhead(o, results, scrapes)...)
