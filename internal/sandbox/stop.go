@@ -162,7 +162,7 @@ func (m *Manager) detach(ctx context.Context, sb *Sandbox, timer *phase.Timer) (
 	}()
 	return func() error {
 		err := <-done
-		timer.Add("network", took) // the DEL's own time, beside kill and delete
+		timer.Add("network", took) // the DEL's own time, beside kill, delete and shm
 		if err != nil {
 			return err
 		}
