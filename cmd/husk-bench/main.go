@@ -3,6 +3,9 @@
 // ratio husk/containerd. Each runtime gets its own temporary dirs, socket,
 // CNI bridge and subnet, all removed at the end.
 //
+// RunPodSandbox and StopPodSandbox are also timed with both runtimes up at
+// once, each call alternated between them (-run paired, or -only paired, runs only that).
+//
 // It also measures what metrics cost husk: two huskds, [metrics] off and on,
 // with each call alternated between them (-only metrics runs only that).
 //
@@ -15,9 +18,9 @@
 // runtimes side by side and this machine's floor in the same rounds.
 //
 // -run picks the scenarios (a comma list of sandboxes, images, containers,
-// node, big, metrics, infra; all by default).
+// node, big, metrics, infra, paired; all by default).
 //
-//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-node-pods 110] [-node-only] [-run containers,node] [-only husk|containerd|metrics] [-scrape 1s] [-json out.json]
+//	husk-bench -huskd bin/huskd -pause bin/husk-pause [-n 30] [-pods 20] [-node-pods 110] [-node-only] [-run containers,node] [-only husk|containerd|metrics|paired] [-scrape 1s] [-json out.json]
 //	           [-big-n 5] [-big-layers 8] [-big-mib 64] [-big-only] [-husk-downloads N]
 package main
 
@@ -83,7 +86,7 @@ func main() {
 	flag.IntVar(&o.pods, "pods", 20, "pods running for the memory scenario")
 	flag.IntVar(&o.nodePods, "node-pods", 110, "pods of the full-node scenario (0 skips it)")
 	flag.BoolVar(&o.nodeOnly, "node-only", false, "run only the full-node scenario")
-	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics)")
+	flag.StringVar(&o.only, "only", "", "run one side only (husk or containerd), or only the metrics overhead (metrics), or only the paired sandbox calls (paired)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON here")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary dirs (debugging)")
 	flag.StringVar(&o.profile, "profile", "", "node scenario: write huskd's heap profile with all pods up, and a CPU profile of the polled calls, to this dir")
@@ -96,6 +99,9 @@ func main() {
 	flag.IntVar(&o.huskDownloads, "husk-downloads", 0, "huskd's max_concurrent_downloads (0: its default)")
 	runList := flag.String("run", "", "scenarios to run, a comma list of "+strings.Join(scenarioNames, ", ")+" (default: all)")
 	flag.Parse()
+	if o.only == "paired" { // -only paired is -run paired
+		o.only, *runList = "", "paired"
+	}
 	var err error
 	if o.run, err = parseRun(*runList, o.nodeOnly, o.bigOnly); err != nil {
 		fmt.Fprintf(os.Stderr, "husk-bench: %v\n", err)
@@ -108,7 +114,7 @@ func main() {
 }
 
 // scenarioNames are the scenarios -run picks from.
-var scenarioNames = []string{"sandboxes", "images", "containers", "node", "big", "metrics", "infra"}
+var scenarioNames = []string{"sandboxes", "images", "containers", "node", "big", "metrics", "infra", "paired"}
 
 // parseRun reads -run; -node-only is -run node, -big-only -run big.
 func parseRun(list string, nodeOnly, bigOnly bool) (map[string]bool, error) {
@@ -172,6 +178,9 @@ func run(o options) error {
 		for _, call := range []string{"RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"} {
 			order = append(order, call+" "+n.name)
 		}
+	}
+	for _, sc := range pairedScenarios {
+		order = append(order, sc.name)
 	}
 	order = append(order, "per-pod private memory")
 	for _, row := range []string{"[runc]", "[husk default]"} {
@@ -253,6 +262,19 @@ func run(o options) error {
 			return fmt.Errorf("big images: %w", err)
 		}
 	}
+	var paired map[string][]float64
+	if o.wants("paired") && o.only == "" {
+		paired, err = benchSandboxesPaired(ctx, o, func(name, side string, v float64) {
+			for _, sc := range pairedScenarios {
+				if sc.name == name {
+					add(name, "ms", side, sc.target, v)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
 	var scrapes []float64
 	if o.wants("metrics") && (o.only == "" || o.only == "metrics") {
 		scrapes, err = benchMetricsOverhead(ctx, o, func(name, side string, v float64) { add("metrics overhead: "+name, "ms", side, 0, v) })
@@ -271,6 +293,7 @@ func run(o options) error {
 	var list []*result
 	if o.only != "metrics" {
 		list = printComparison(results, order)
+		printPaired(paired)
 	}
 	if o.wants("metrics") && (o.only == "" || o.only == "metrics") {
 		list = append(list, printMetricsOverhead(o, results, scrapes)...)

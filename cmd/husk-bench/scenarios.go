@@ -49,7 +49,7 @@ func benchSandboxes(ctx context.Context, r *runtimeUnderTest, o options, network
 			return fmt.Errorf("RunPodSandbox: %w", err)
 		}
 		if i >= warmup {
-			rec("RunPodSandbox "+network, "ms", 0.5, ms(time.Since(t)))
+			rec("RunPodSandbox "+network, "ms", 0.25, ms(time.Since(t)))
 		}
 		ids = append(ids, resp.PodSandboxId)
 	}
@@ -59,7 +59,7 @@ func benchSandboxes(ctx context.Context, r *runtimeUnderTest, o options, network
 			return fmt.Errorf("StopPodSandbox: %w", err)
 		}
 		if i >= warmup {
-			rec("StopPodSandbox "+network, "ms", 0, ms(time.Since(t)))
+			rec("StopPodSandbox "+network, "ms", 0.33, ms(time.Since(t)))
 		}
 	}
 	for i, id := range ids {

@@ -90,6 +90,8 @@ type monitor struct {
 	// its PID file was read).
 	waiters   map[int]chan unix.WaitStatus
 	unclaimed map[int]unclaimedStatus
+	// infra is the pod's infra once started here (guarded by mu).
+	infra *infra
 }
 
 type unclaimedStatus struct {
@@ -198,9 +200,18 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 			return fail(err)
 		}
 		return &proto.Response{PID: pid}
+	case proto.OpInfra:
+		pid, report, err := m.startInfra(req.Infra)
+		if err != nil {
+			return fail(err)
+		}
+		return &proto.Response{PID: pid, Report: report}
 	case proto.OpWait:
 		c := m.get(req.ID)
 		if c == nil {
+			if resp, ok := m.waitInfra(req.ID); ok {
+				return resp
+			}
 			return unknown(req.ID)
 		}
 		<-c.exited
@@ -232,6 +243,9 @@ func (m *monitor) handle(req *proto.Request) *proto.Response {
 	case proto.OpShutdown:
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		if m.infraRunningLocked() {
+			return failWith(proto.CodeFailedPrecondition, fmt.Errorf("infra of sandbox %s: still running", m.infra.id))
+		}
 		for id, c := range m.containers {
 			select {
 			case <-c.exited:

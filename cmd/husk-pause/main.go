@@ -8,13 +8,18 @@
 //     children do not wake it;
 //   - -v prints the version; not being PID 1 prints a warning;
 //   - exit 1, 2 or 3 when the SIGINT, SIGTERM or SIGCHLD handler cannot be
-//     installed, 42 if the wait loop ever ends.
+//     installed, 42 if the wait loop ever ends;
+//   - -infra (husk's infra start without an OCI runtime): first run the setup
+//     program read on fd 3 (internal/pausesetup), which puts the process in
+//     the pod's namespaces and read-only root and drops its privileges.
 //
-// It is paid per pod, so on amd64 it does what pause.c does: it installs
-// its own handlers with rt_sigaction (tiny assembly functions, see
-// signals_amd64.s) and sleeps in pause(2). The Go runtime never sees these
-// signals, so none of os/signal's machinery runs: 3 threads instead of 5-6,
-// and less memory. Other architectures use os/signal (signals_other.go).
+// It is paid per pod: on amd64 the Makefile builds it with
+// -ldflags=-E=main.entry, an entry point in assembly that never starts the
+// Go runtime (entry_amd64.s): one thread, and a few pages of memory of its
+// own, as pause.c. main below is the portable fallback, used on other
+// architectures (where husk starts the infra through the OCI runtime) and
+// by a plain go build: the same behaviour through os/signal, without the
+// setup, which needs a process without the Go runtime's threads.
 package main
 
 import (
@@ -42,6 +47,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "-v" {
 		os.Stdout.WriteString("husk-pause " + version + "\n")
 		os.Exit(0)
+	}
+	if len(os.Args) > 1 && os.Args[1] == infraFlag {
+		os.Stderr.WriteString("husk-pause: " + infraFlag + " needs the assembly entry point (amd64, -ldflags=-E=main.entry)\n")
+		os.Exit(exitBadProgram)
 	}
 	if os.Getpid() != 1 {
 		os.Stderr.WriteString("Warning: husk-pause should be the first process\n")

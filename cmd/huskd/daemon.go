@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,6 +25,7 @@ import (
 	"github.com/huskrt/husk/internal/network"
 	"github.com/huskrt/husk/internal/nodecheck"
 	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/pausesetup"
 	"github.com/huskrt/husk/internal/sandbox"
 	"github.com/huskrt/husk/internal/store"
 )
@@ -85,6 +87,7 @@ type daemon struct {
 	network    *network.Manager
 	runtimes   *ociruntime.Handlers
 	pause      string // the infra binary
+	monitor    string // husk-monitor
 	images     *image.Service
 	events     *cri.Events
 	sandboxes  *sandbox.Manager
@@ -178,6 +181,14 @@ func (d *daemon) openRuntimes() (err error) {
 			d.log.Warn("runtime handler unavailable", "handler", name, "error", err)
 			continue
 		}
+		direct, explicit := cfg.InfraDirect(name)
+		if direct && !pausesetup.Supported {
+			if explicit {
+				return fmt.Errorf("runtimes.%s.infra: direct: husk-pause has no setup entry point on %s", name, runtime.GOARCH)
+			}
+			direct = false
+		}
+		rt.DirectInfra = direct
 		found = append(found, rt)
 	}
 	d.runtimes, err = ociruntime.NewHandlers(def, found...)
@@ -224,9 +235,12 @@ func (d *daemon) newSandboxes() error {
 	if d.pause, err = findPause(cfg.PauseBinary); err != nil {
 		return err
 	}
+	if d.monitor, err = findSibling("husk-monitor"); err != nil {
+		return err
+	}
 	d.sandboxes, err = sandbox.New(sandbox.Options{
 		StateDir: cfg.State, NetnsDir: d.netnsDir(), Store: d.store, Network: d.network,
-		Runtimes: d.runtimes, PauseBinary: d.pause,
+		Runtimes: d.runtimes, PauseBinary: d.pause, MonitorBinary: d.monitor,
 		CgroupDriver: cfg.CgroupDriver, CgroupParent: cfg.CgroupParent, ShmSize: cfg.ShmSize,
 		InfraOOMScoreAdj: cfg.InfraOOMScoreAdj, Events: d.events, Phases: d.metrics.SandboxPhases(), Logger: d.log,
 	})
@@ -234,14 +248,11 @@ func (d *daemon) newSandboxes() error {
 }
 
 func (d *daemon) newContainers() error {
-	monitorBin, err := findSibling("husk-monitor")
-	if err != nil {
-		return err
-	}
+	var err error
 	d.containers, err = container.New(container.Options{
 		RootDir: d.cfg.Root, StateDir: d.cfg.State, Store: d.store,
 		Images: d.images, Sandboxes: sandboxInfos{d.sandboxes},
-		Runtimes: d.runtimes, MonitorBinary: monitorBin, CgroupDriver: d.cfg.CgroupDriver,
+		Runtimes: d.runtimes, MonitorBinary: d.monitor, CgroupDriver: d.cfg.CgroupDriver,
 		CDISpecDirs: d.cfg.CDI.SpecDirs, LayerRefresh: time.Duration(d.cfg.Stats.WritableLayerRefresh),
 		Events: d.events, Phases: d.metrics.ContainerPhases(), Logger: d.log,
 	})

@@ -144,6 +144,35 @@ type Runtime struct {
 	Path string `toml:"path"`
 	// Root is the runtime's --root; empty means <state>/runtime/<handler>.
 	Root string `toml:"root"`
+	// Infra is how the infra of this handler's pods starts: "direct", the
+	// pod's monitor forks husk-pause into the pod's namespaces and it
+	// confines itself (no runtime call: RunPodSandbox waits for CNI alone);
+	// "runtime", the runtime runs it as a container, as a runtime that
+	// makes the pod's sandbox itself (kata, gVisor) needs. Empty is
+	// "direct" for runc and crun with the cgroupfs driver on amd64,
+	// "runtime" for any other.
+	Infra string `toml:"infra" comment:"how this handler's pod infra starts: direct (forked by the pod's monitor, no runtime call), runtime (a container of this runtime, as kata or gVisor need); empty: direct for runc and crun with the cgroupfs driver on amd64"`
+}
+
+// Infra start modes of a runtime handler.
+const (
+	InfraDirect  = "direct"
+	InfraRuntime = "runtime"
+)
+
+// InfraDirect tells whether the infra of a handler's pods starts directly
+// where husk-pause can (on amd64), and whether the config asks for it
+// explicitly (then a node where it cannot is an error).
+func (c *Config) InfraDirect(handler string) (direct, explicit bool) {
+	r := c.Runtimes[handler]
+	switch r.Infra {
+	case InfraDirect:
+		return true, true
+	case InfraRuntime:
+		return false, true
+	}
+	base := filepath.Base(r.Path)
+	return (base == "runc" || base == "crun") && c.CgroupDriver == "cgroupfs", false
 }
 
 // Registry configures pulls from one registry host ("*" matches any host
@@ -364,6 +393,14 @@ func (c *Config) Validate() error {
 		}
 		if r.Root != "" && !filepath.IsAbs(r.Root) {
 			bad("runtimes."+name+".root", "must be an absolute path, got %q", r.Root)
+		}
+		switch {
+		case r.Infra != "" && r.Infra != InfraDirect && r.Infra != InfraRuntime:
+			bad("runtimes."+name+".infra", "must be %q or %q, got %q", InfraDirect, InfraRuntime, r.Infra)
+		case r.Infra == InfraDirect && c.CgroupDriver == "systemd":
+			// A direct infra's cgroup is made by huskd in cgroupfs;
+			// under systemd it would be a unit systemd does not know.
+			bad("runtimes."+name+".infra", "direct needs cgroup_driver cgroupfs")
 		}
 	}
 	for _, host := range sortedKeys(c.Registries) {

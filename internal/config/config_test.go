@@ -70,6 +70,20 @@ func TestParse(t *testing.T) {
 		}},
 		{"cni timeout not positive", "[cni]\ntimeout = \"0s\"\n", "cni.timeout: must be positive", nil},
 		{"handler without path", "[runtimes.x]\nroot = \"/r\"\n", "runtimes.x.path", nil},
+		{"infra start per handler", "[runtimes.kata]\npath = \"/usr/bin/kata-runtime\"\n[runtimes.crun]\ninfra = \"runtime\"\n[runtimes.mine]\npath = \"/opt/runc-wrapper\"\ninfra = \"direct\"\n", "", func(t *testing.T, c *Config) {
+			for h, want := range map[string][2]bool{"runc": {true, false}, "crun": {false, true}, "kata": {false, false}, "mine": {true, true}} {
+				if d, e := c.InfraDirect(h); d != want[0] || e != want[1] {
+					t.Errorf("InfraDirect(%s) = %v, %v; want %v", h, d, e, want)
+				}
+			}
+		}},
+		{"no direct infra under systemd", "cgroup_driver = \"systemd\"\ncgroup_parent = \"husk.slice\"\n", "", func(t *testing.T, c *Config) {
+			if d, _ := c.InfraDirect("runc"); d {
+				t.Error("runc's infra starts directly under the systemd driver")
+			}
+		}},
+		{"bad infra", "[runtimes.runc]\ninfra = \"vm\"\n", "runtimes.runc.infra", nil},
+		{"direct infra needs cgroupfs", "cgroup_driver = \"systemd\"\ncgroup_parent = \"husk.slice\"\n[runtimes.runc]\ninfra = \"direct\"\n", "direct needs cgroup_driver cgroupfs", nil},
 		{"ops keys off by default", "", "", func(t *testing.T, c *Config) {
 			if c.LogFormat != "text" || c.Metrics.Address != "" || c.Debug.Address != "" || c.Debug.AllowNonLoopback {
 				t.Errorf("log_format %q, metrics %+v, debug %+v", c.LogFormat, c.Metrics, c.Debug)
@@ -233,7 +247,7 @@ var secretKeys = map[string]bool{
 	"max_concurrent_downloads": false,
 	"cni.conf_dir":             false, "cni.bin_dirs": false, "cni.timeout": false, "cni.cache_dir": false, "cni.write_default": false,
 	"cni.default_name": false, "cni.default_bridge": false, "cni.default_subnet": false,
-	"runtimes.*.path": false, "runtimes.*.root": false,
+	"runtimes.*.path": false, "runtimes.*.root": false, "runtimes.*.infra": false,
 	"registries.*.endpoints": false, "registries.*.skip_upstream": false, "registries.*.username": false,
 	"registries.*.password": true, "registries.*.auth": true, "registries.*.identity_token": true,
 	"registries.*.ca_file": false, "registries.*.insecure_skip_verify": false,

@@ -336,13 +336,9 @@ func (m *Manager) removeDirs(id string) error {
 	return errors.Join(m.rootTrash.remove(m.rootDir(id)), m.stateTrash.remove(m.bundleDir(id)))
 }
 
-// monitorDir is short: it holds unix sockets, whose paths are limited to
-// 108 bytes. 64 bits of the random sandbox ID are unique enough on a node.
+// monitorDir is the directory of the pod's monitor.
 func (m *Manager) monitorDir(sandboxID string) string {
-	if len(sandboxID) > 16 {
-		sandboxID = sandboxID[:16]
-	}
-	return filepath.Join(m.opts.StateDir, "monitors", sandboxID)
+	return monitor.Dir(m.opts.StateDir, sandboxID)
 }
 
 // identity names the container's init for good.

@@ -28,8 +28,10 @@ const (
 // MaxLineSize is the largest content of one record; longer lines are split.
 const MaxLineSize = 16 * 1024
 
-// readBufferSize bounds the memory Copy uses for reading, whatever the line length.
-const readBufferSize = 32 * 1024
+// readBufferSize bounds the memory Copy uses for reading, whatever the line
+// length. It is paid per stream of every container, in the pod's monitor:
+// conmon's size, a quarter of a pipe's default capacity.
+const readBufferSize = 8 * 1024
 
 const (
 	tagPartial = 'P'
@@ -126,8 +128,10 @@ func (f *File) Copy(stream string, r io.Reader) error {
 		return fmt.Errorf("crilog: invalid stream %q", stream)
 	}
 	br := bufio.NewReaderSize(r, readBufferSize)
-	pending := make([]byte, 0, MaxLineSize)
-	rec := make([]byte, 0, MaxLineSize+64)
+	// Both grow to the longest line seen (at most MaxLineSize and a
+	// record's header): a container that logs short lines, or nothing,
+	// does not pay for the longest line it could log.
+	var pending, rec []byte
 	var writeErr error
 
 	emit := func(tag byte, content []byte) {

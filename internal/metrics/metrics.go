@@ -22,7 +22,7 @@ import (
 // Phases of RunPodSandbox, and of CreateContainer and StartContainer, as
 // internal/sandbox and internal/container name them.
 var (
-	SandboxPhases   = []string{"persist", "files", "netns", "network", "infra", "ready"}
+	SandboxPhases   = []string{"persist", "files", "netns", "network", "monitor", "infra", "ready"}
 	ContainerPhases = []string{"reserve", "rootfs", "image_volumes", "spec", "persisted", "run", "started"}
 	// StreamKinds are the sessions of the streaming server.
 	StreamKinds = []string{"exec", "attach", "portforward"}
@@ -135,7 +135,7 @@ func New(methods []string) *Metrics {
 		calls: map[string]*methodSeries{},
 		sandboxPhases: phaseSeries{vec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "husk_sandbox_phase_duration_seconds",
-			Help:    "Time of each step of RunPodSandbox: persist, files, netns, network (CNI ADD, which runs beside infra), infra, ready.",
+			Help:    "Time of each step of RunPodSandbox: persist, files, netns, network (CNI ADD, which runs beside infra), monitor (the pod monitor's start, part of infra), infra, ready.",
 			Buckets: phaseBuckets,
 		}, []string{"phase"}), known: map[string]prometheus.Observer{}},
 		containerPhases: phaseSeries{vec: prometheus.NewHistogramVec(prometheus.HistogramOpts{

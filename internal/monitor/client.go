@@ -66,6 +66,16 @@ func responseError(op string, resp *proto.Response) error {
 	return &Error{Op: op, Code: resp.Code, Msg: resp.Error}
 }
 
+// Dir is the directory of the monitor of sandbox sandboxID under a state
+// dir. It is short: it holds unix sockets, whose paths are limited to 108
+// bytes; 64 bits of the random sandbox ID are unique enough on a node.
+func Dir(stateDir, sandboxID string) string {
+	if len(sandboxID) > 16 {
+		sandboxID = sandboxID[:16]
+	}
+	return filepath.Join(stateDir, "monitors", sandboxID)
+}
+
 // Client talks to the monitor in one directory.
 type Client struct {
 	dir string
@@ -191,6 +201,17 @@ func (c *Client) Run(ctx context.Context, cr *proto.Create, start func() error) 
 		return 0, err
 	}
 	return resp.PID, nil
+}
+
+// StartInfra has the monitor start the pod's infra and stay its parent;
+// it returns the infra's PID and, for a direct start, the report of its
+// setup (internal/pausesetup.ParseReport reads it).
+func (c *Client) StartInfra(ctx context.Context, in *proto.Infra) (int, []byte, error) {
+	resp, err := c.call(ctx, &proto.Request{Op: proto.OpInfra, Infra: in})
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.PID, resp.Report, nil
 }
 
 // Wait returns once the container has exited and its exit is recorded.

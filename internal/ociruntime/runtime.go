@@ -35,6 +35,12 @@ type Runtime struct {
 	// sealed, for runc, is the sealed copy of its binary that runs the
 	// calls that start a process in a container (sealedBinary).
 	sealed *sealedBinary
+	// DirectInfra starts the pod's infra (husk-pause) without the runtime:
+	// the pod's monitor forks it into its namespaces, and husk-pause
+	// confines itself (internal/pausesetup). Off, the runtime runs it as
+	// a container, as a runtime that makes the pod's sandbox itself (a VM)
+	// needs. huskd sets it per handler.
+	DirectInfra bool
 }
 
 // New resolves path (absolute, or looked up on PATH) and makes root.

@@ -131,6 +131,35 @@ func prepareInfraRootfs(stateDir, pauseBinary string) (string, error) {
 	return rootfs, nil
 }
 
+// mountReadOnly bind mounts dir onto itself, read-only: the root a direct
+// infra pivots into is this mount (a bind of it in the infra's own mount
+// namespace, which a user namespace locks read-only). Its own mount also
+// keeps an exec that the filesystem holding the state dir would refuse
+// (a noexec /run).
+func mountReadOnly(dir string) error {
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind mount %s: %w", dir, err)
+	}
+	if err := unix.Mount("", dir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		_ = unmountAll(dir)
+		return fmt.Errorf("remount %s read-only: %w", dir, err)
+	}
+	return nil
+}
+
+// lastCap is the node's highest capability number.
+func lastCap() (int, error) {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return 0, fmt.Errorf("highest capability: %w", err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0, fmt.Errorf("highest capability: %w", err)
+	}
+	return n, nil
+}
+
 // installFile replaces dst with r's content.
 func installFile(dst string, r io.Reader, perm os.FileMode) error {
 	f, err := atomicfile.Create(dst, perm)

@@ -36,6 +36,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/moby/sys/mountinfo"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/lifecycle"
@@ -91,9 +92,13 @@ type Record struct {
 	CgroupParent string `json:"cgroupParent,omitempty"`
 	// CgroupsPath is the infra's cgroup, under CgroupParent.
 	CgroupsPath string `json:"cgroupsPath,omitempty"`
-	// InfraCreated records that the runtime was asked to create the infra
-	// container, so undo and stop know to delete it.
+	// InfraCreated records that the infra was asked for: the runtime's
+	// container, or for a direct infra its cgroup; undo and stop delete it.
 	InfraCreated bool `json:"infraCreated,omitempty"`
+	// InfraDirect records that the infra is started without the runtime
+	// (ociruntime.Runtime.DirectInfra), fixed before it starts: there is
+	// no runtime container to delete, its cgroup is huskd's to remove.
+	InfraDirect bool `json:"infraDirect,omitempty"`
 	// LogDirCreated records that huskd made the pod log directory (the
 	// kubelet usually has), so a failed Run removes only what it made.
 	LogDirCreated bool `json:"logDirCreated,omitempty"`
@@ -151,8 +156,11 @@ type Options struct {
 	// Runtimes is the runtime of each RuntimeClass handler.
 	Runtimes *ociruntime.Handlers
 	// PauseBinary is copied into the read-only infra rootfs.
-	PauseBinary  string
-	CgroupDriver string
+	PauseBinary string
+	// MonitorBinary is husk-monitor: each pod's monitor starts its infra
+	// and stays its parent.
+	MonitorBinary string
+	CgroupDriver  string
 	// CgroupParent is used when a sandbox config names none; empty is the
 	// driver's default.
 	CgroupParent string
@@ -176,10 +184,19 @@ type Manager struct {
 	log         *slog.Logger
 	rootfs      string
 	oomScoreAdj int
-	bootID      string
-	watcher     *proc.Watcher
-	index       *lifecycle.Index[*Sandbox]
-	records     lifecycle.Records[Record]
+	// lastCap is the node's highest capability; cgroups its mounted
+	// cgroup hierarchies. Both are read once.
+	lastCap int
+	cgroups []hierarchy
+	// rootfsMu guards rootfsMounted: the infra root is mounted read-only,
+	// and the infras' mount namespace made, for the first direct infra,
+	// not before (a huskd that fails to start leaves no mount).
+	rootfsMu      sync.Mutex
+	rootfsMounted bool
+	bootID        string
+	watcher       *proc.Watcher
+	index         *lifecycle.Index[*Sandbox]
+	records       lifecycle.Records[Record]
 }
 
 // New prepares the infra rootfs and the watcher. Call Recover before serving.
@@ -206,11 +223,9 @@ func New(opts Options) (*Manager, error) {
 	if err := os.MkdirAll(filepath.Join(opts.StateDir, "sandboxes"), 0o711); err != nil {
 		return nil, fmt.Errorf("sandbox state dir: %w", err)
 	}
-	rootfs, err := prepareInfraRootfs(opts.StateDir, opts.PauseBinary)
-	if err != nil {
+	if err := m.prepareInfra(); err != nil {
 		return nil, err
 	}
-	m.rootfs = rootfs
 	m.oomScoreAdj = clampOOMScoreAdj(opts.InfraOOMScoreAdj, m.log)
 	m.bootID = proc.BootID()
 	w, err := proc.NewWatcher(m.log)
@@ -219,6 +234,43 @@ func New(opts Options) (*Manager, error) {
 	}
 	m.watcher = w
 	return m, nil
+}
+
+// prepareInfra makes the infra's root (mounted read-only at the first
+// direct infra) and, for the handlers that start their infra directly,
+// reads what the infra's setup needs to know of the node.
+func (m *Manager) prepareInfra() error {
+	rootfs := filepath.Join(m.opts.StateDir, "infra-rootfs")
+	// A husk-pause that changed is installed into the plain dir; running
+	// infras keep their own mount of the old one.
+	// So is the infras' mount namespace, made again from the new root.
+	for _, p := range []string{m.infraMountNS(), rootfs} {
+		if mounted, _ := mountinfo.Mounted(p); mounted {
+			if err := unmountAll(p); err != nil {
+				return fmt.Errorf("infra rootfs: %w", err)
+			}
+		}
+	}
+	rootfs, err := prepareInfraRootfs(m.opts.StateDir, m.opts.PauseBinary)
+	if err != nil {
+		return err
+	}
+	m.rootfs = rootfs
+	direct := false
+	for _, rt := range m.opts.Runtimes.All() {
+		direct = direct || rt.DirectInfra
+	}
+	if !direct {
+		return nil
+	}
+	if m.opts.MonitorBinary == "" {
+		return errors.New("sandbox manager: MonitorBinary is required to start infras directly")
+	}
+	if m.lastCap, err = lastCap(); err != nil {
+		return err
+	}
+	m.cgroups, err = cgroupHierarchies()
+	return err
 }
 
 // Close stops the watcher. Running pods are left alone.

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/huskrt/husk/internal/monitor"
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/proc"
 )
@@ -50,7 +51,8 @@ func (m *Manager) Recover(ctx context.Context, containers []string) error {
 		known[id] = true
 	}
 	m.deleteUnknownContainers(ctx, func(id string) bool { return known[id] || m.index.Has(id) })
-	m.removeStrayDirs(m.index.Has)
+	m.removeStrayDirs(ctx, m.index.Has)
+	m.endStrayMonitors(ctx)
 	return nil
 }
 
@@ -169,8 +171,9 @@ func infraIdentity(r *Record) proc.Identity {
 }
 
 // removeStrayDirs removes sandbox dirs with no record (left by a crash
-// between the dir's creation and the record's deletion).
-func (m *Manager) removeStrayDirs(known func(string) bool) {
+// between the dir's creation and the record's deletion, or by a record
+// lost or quarantined), with the direct infra they name and its monitor.
+func (m *Manager) removeStrayDirs(ctx context.Context, known func(string) bool) {
 	base := filepath.Join(m.opts.StateDir, "sandboxes")
 	entries, err := os.ReadDir(base)
 	if err != nil {
@@ -181,6 +184,10 @@ func (m *Manager) removeStrayDirs(known func(string) bool) {
 			continue
 		}
 		dir := filepath.Join(base, e.Name())
+		if err := m.releaseStrayInfra(ctx, e.Name()); err != nil {
+			m.log.Error("stray sandbox dir: infra", "dir", dir, "error", err)
+			continue
+		}
 		if err := unmountAll(filepath.Join(dir, "shm")); err != nil {
 			m.log.Error("stray sandbox dir: unmount shm", "dir", dir, "error", err)
 			continue
@@ -190,5 +197,52 @@ func (m *Manager) removeStrayDirs(known func(string) bool) {
 			continue
 		}
 		m.log.Info("removed stray sandbox dir", "dir", dir)
+	}
+}
+
+// releaseStrayInfra kills the direct infra of sandbox id, which no record
+// knows, by its cgroup (named in the sandbox's dir), and ends its monitor.
+func (m *Manager) releaseStrayInfra(ctx context.Context, id string) error {
+	b, err := os.ReadFile(filepath.Join(m.dir(id), infraCgroupFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := m.removeInfraCgroup(ctx, string(b)); err != nil {
+		return err
+	}
+	m.log.Info("released the infra of no known sandbox", "pod_sandbox_id", id, "cgroup", string(b))
+	return m.stopMonitor(ctx, id)
+}
+
+// endStrayMonitors ends the monitors of sandboxes no record knows, which
+// have nothing left to watch (a monitor still holding running containers,
+// whose records outlived their sandbox's, is left to them).
+func (m *Manager) endStrayMonitors(ctx context.Context) {
+	base := filepath.Join(m.opts.StateDir, "monitors")
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	known := map[string]bool{}
+	for _, id := range m.index.IDs() {
+		known[filepath.Base(m.monitorDir(id))] = true
+	}
+	for _, e := range entries {
+		if known[e.Name()] {
+			continue
+		}
+		dir := filepath.Join(base, e.Name())
+		if err := monitor.For(dir).Shutdown(ctx); err != nil {
+			m.log.Warn("monitor of no known sandbox left running", "dir", dir, "error", err)
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			m.log.Error("stray monitor dir", "dir", dir, "error", err)
+			continue
+		}
+		m.log.Info("ended the monitor of no known sandbox", "dir", dir)
 	}
 }

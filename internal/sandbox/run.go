@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,7 +20,6 @@ import (
 	"github.com/huskrt/husk/internal/oci"
 	"github.com/huskrt/husk/internal/ociruntime"
 	"github.com/huskrt/husk/internal/phase"
-	"github.com/huskrt/husk/internal/proc"
 )
 
 // stepTimeout bounds one runtime or CNI step that runs detached from the
@@ -55,7 +53,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, han
 	name := Name(cfg.GetMetadata())
 	for {
 		sb := &Sandbox{config: cfg, done: make(chan struct{}), rec: Record{
-			ID: ids.New(), Name: name, ConfigHash: hash, Config: raw, Handler: rt.Handler,
+			ID: ids.New(), Name: name, ConfigHash: hash, Config: raw, Handler: rt.Handler, InfraDirect: rt.DirectInfra,
 			State: StateCreating, CreatedAt: time.Now().UnixNano(),
 		}}
 		// sb is new: nobody else can hold its lock, so taking it before
@@ -138,6 +136,10 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 	// what its ADD had done.
 	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
 	defer cancel()
+	// Whatever the outcome, the monitor's start has ended before the undo
+	// above runs (defers run last first), so that the undo ends it.
+	monitorUp := m.startMonitor(opCtx, rec.ID, timer)
+	defer func() { _, _ = monitorUp() }()
 	steps := []struct {
 		name string
 		run  func() error
@@ -145,7 +147,7 @@ func (m *Manager) create(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtim
 		{"files", func() error { return m.writeFiles(sb) }},
 		{"netns", func() error { return m.createNetns(sb) }},
 		// Marks its parts, infra and network, which run at once.
-		{"infra+network", func() error { return m.startPod(opCtx, sb, rt, timer) }},
+		{"infra+network", func() error { return m.startPod(opCtx, sb, rt, monitorUp, timer) }},
 		{"ready", func() error { return m.markReady(sb) }},
 	}
 	for _, step := range steps {
@@ -268,7 +270,7 @@ func (m *Manager) createNetns(sb *Sandbox) error {
 // the CNI plugins and the OCI runtime each take tens of milliseconds and
 // neither needs the other, only the pinned namespace both use. With a user
 // namespace, CNI waits for the infra, whose namespace is pinned then.
-func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, timer *phase.Timer) error {
+func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, monitorUp monitorStart, timer *phase.Timer) error {
 	rec := &sb.rec
 	hostNet, ownUserns := podNamespaces(sb.config)
 	var added <-chan addResult
@@ -280,7 +282,7 @@ func (m *Manager) startPod(ctx context.Context, sb *Sandbox, rt *ociruntime.Runt
 		infraNetns = "" // a new one, created by the runtime in the pod's user namespace
 	}
 	start := time.Now()
-	infraErr := m.startInfra(ctx, sb, rt, m.dir(rec.ID), infraNetns)
+	infraErr := m.startInfra(ctx, sb, rt, monitorUp, infraNetns)
 	timer.Add("infra", time.Since(start))
 	if !hostNet && ownUserns && infraErr == nil {
 		p, err := m.opts.Network.PinNetns(rec.ID, rec.InfraPID)
@@ -335,44 +337,6 @@ func (m *Manager) markReady(sb *Sandbox) error {
 		sb.rec.State = StateCreating
 		return err
 	}
-	return nil
-}
-
-// startInfra writes the infra container's bundle and starts it through the
-// handler's runtime, then watches its process.
-func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Runtime, dir, netnsPath string) error {
-	rec := &sb.rec
-	spec := oci.InfraSpec(sb.config, oci.SandboxSpec{
-		ID: rec.ID, Handler: rec.Handler, RootfsPath: m.rootfs, NetnsPath: netnsPath,
-		ShmPath: rec.ShmPath, CgroupsPath: rec.CgroupsPath, OOMScoreAdj: m.oomScoreAdj,
-	})
-	bundle := filepath.Join(dir, "bundle")
-	if err := os.MkdirAll(bundle, 0o700); err != nil {
-		return fmt.Errorf("infra bundle: %w", err)
-	}
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return fmt.Errorf("infra spec: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
-		return fmt.Errorf("infra spec: %w", err)
-	}
-	rec.InfraCreated = true
-	pid, err := rt.Run(ctx, rec.ID, bundle, filepath.Join(dir, "infra.log"))
-	if err != nil {
-		return fmt.Errorf("start infra with handler %s: %w", rec.Handler, err)
-	}
-	rec.InfraPID = pid
-	id, err := proc.Self(pid)
-	if err != nil {
-		return fmt.Errorf("infra process %d: %w", pid, err)
-	}
-	rec.InfraStart = id.Start
-	p, err := m.watcher.Watch(id, func(proc.Exit) { m.infraExited(sb) })
-	if err != nil {
-		return fmt.Errorf("infra process %d: %w", pid, err)
-	}
-	sb.infra = p
 	return nil
 }
 

@@ -13,6 +13,10 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/lifecycle"
+	"github.com/huskrt/husk/internal/monitor"
+	"github.com/huskrt/husk/internal/ociruntime"
+	"github.com/huskrt/husk/internal/phase"
+	"github.com/huskrt/husk/internal/stats"
 )
 
 // infraKillTimeout bounds the wait for a SIGKILLed infra to exit.
@@ -101,25 +105,27 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	rec := &sb.rec
 	ctx, cancel := lifecycle.FreshContext()
 	defer cancel()
-	start := time.Now()
-	// CNI DEL runs while the infra is killed and deleted: both take tens of
-	// milliseconds and neither needs the other (the netns is pinned).
-	awaitDEL := m.detach(ctx, sb)
+	timer := phase.Start(nil)
+	// CNI DEL runs while the infra is killed and deleted and /dev/shm
+	// unmounted: the DEL takes tens of milliseconds and needs none of them
+	// (the netns is pinned), only the netns pin waits for it.
+	awaitDEL := m.detach(ctx, sb, timer)
 	steps := []struct {
-		name string
-		run  func() error
+		name, phase string
+		run         func() error
 	}{
-		{"kill infra", func() error { return m.killInfra(ctx, sb) }},
-		{"delete infra container", func() error { return m.deleteInfra(ctx, sb) }},
-		{"teardown network", awaitDEL},
-		{"remove network namespace", func() error { return m.removeNetns(sb) }},
-		{"/dev/shm", func() error { return m.unmountShm(sb) }},
+		{"kill infra", "kill", func() error { return m.killInfra(ctx, sb) }},
+		{"delete infra container", "delete", func() error { return m.deleteInfra(ctx, sb) }},
+		{"/dev/shm", "shm", func() error { return m.unmountShm(sb) }},
+		{"teardown network", "network_wait", awaitDEL},
+		{"remove network namespace", "netns", func() error { return m.removeNetns(sb) }},
 	}
 	var errs []error
 	for _, step := range steps {
 		if err := step.run(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", step.name, err))
 		}
+		timer.Mark(step.phase)
 	}
 	if rec.State != StateCreating || len(errs) > 0 {
 		rec.State = StateNotReady
@@ -131,7 +137,8 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 			errs = append(errs, err)
 		}
 	}
-	log.Debug("sandbox torn down", "duration", time.Since(start), "errors", len(errs))
+	timer.Mark("persist")
+	log.Debug("sandbox torn down", append(timer.Attrs(), "errors", len(errs))...)
 	if len(errs) > 0 {
 		return fmt.Errorf("sandbox %s: %w", rec.ID, errors.Join(errs...))
 	}
@@ -140,15 +147,23 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 
 // detach starts the CNI DEL of an attached sandbox and returns the wait
 // for it, which clears NetworkAttached once the DEL succeeded.
-func (m *Manager) detach(ctx context.Context, sb *Sandbox) (wait func() error) {
+func (m *Manager) detach(ctx context.Context, sb *Sandbox, timer *phase.Timer) (wait func() error) {
 	if !sb.rec.NetworkAttached {
 		return func() error { return nil }
 	}
 	done := make(chan error, 1)
 	att := m.attachment(&sb.rec, sb.config)
-	go func() { done <- m.opts.Network.Teardown(ctx, att) }()
+	start := time.Now()
+	var took time.Duration
+	go func() {
+		err := m.opts.Network.Teardown(ctx, att)
+		took = time.Since(start)
+		done <- err
+	}()
 	return func() error {
-		if err := <-done; err != nil {
+		err := <-done
+		timer.Add("network", took) // the DEL's own time, beside kill, delete and shm
+		if err != nil {
 			return err
 		}
 		sb.rec.NetworkAttached = false
@@ -166,17 +181,37 @@ func (m *Manager) killInfra(ctx context.Context, sb *Sandbox) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, infraKillTimeout)
 	defer cancel()
-	return sb.infra.Wait(ctx)
+	if err := sb.infra.Wait(ctx); err != nil {
+		return err
+	}
+	// Its parent, the pod's monitor, reaps it: wait until it has, so that
+	// the monitor, which refuses to end while its infra runs, can end. A
+	// monitor that is gone, or that did not start this infra (a pod made
+	// before monitors started them), has nothing to wait for.
+	_, err := monitor.For(m.monitorDir(sb.rec.ID)).Wait(ctx, sb.rec.ID)
+	if err != nil && !errors.Is(err, monitor.ErrGone) && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("infra's monitor: %w", err)
+	}
+	return nil
 }
 
-// deleteInfra deletes the infra container from its runtime.
+// deleteInfra deletes the infra container from its runtime, or the
+// cgroup of a direct infra (killing what is left in it).
 func (m *Manager) deleteInfra(ctx context.Context, sb *Sandbox) error {
 	if !sb.rec.InfraCreated {
 		return nil
 	}
-	rt, err := m.opts.Runtimes.Get(sb.rec.Handler)
-	if err == nil {
-		err = rt.Delete(ctx, sb.rec.ID)
+	var err error
+	if sb.rec.InfraDirect {
+		var rel string
+		if rel, err = stats.GroupPath(sb.rec.CgroupsPath); err == nil {
+			err = m.removeInfraCgroup(ctx, rel)
+		}
+	} else {
+		var rt *ociruntime.Runtime
+		if rt, err = m.opts.Runtimes.Get(sb.rec.Handler); err == nil {
+			err = rt.Delete(ctx, sb.rec.ID)
+		}
 	}
 	if err != nil {
 		return err
@@ -206,9 +241,15 @@ func (m *Manager) unmountShm(sb *Sandbox) error {
 	return unmountAll(sb.rec.ShmPath)
 }
 
-// removeLocked deletes the sandbox's files, record and name.
+// removeLocked ends the pod's monitor and deletes the sandbox's files,
+// record and name.
 func (m *Manager) removeLocked(sb *Sandbox) error {
 	rec := &sb.rec
+	ctx, cancel := lifecycle.FreshContext()
+	defer cancel()
+	if err := m.stopMonitor(ctx, rec.ID); err != nil {
+		return fmt.Errorf("sandbox %s: %w", rec.ID, err)
+	}
 	if err := os.RemoveAll(m.dir(rec.ID)); err != nil {
 		return fmt.Errorf("sandbox %s: remove files: %w", rec.ID, err)
 	}

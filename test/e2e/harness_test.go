@@ -546,7 +546,9 @@ func (e *env) leaks(ids ...string) []string {
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, l := range strings.Split(string(mi), "\n") {
 		f := strings.Fields(l)
-		if len(f) > 4 && strings.HasPrefix(f[4], e.dir+"/") {
+		// The infra's read-only root and the infras' mount namespace are
+		// huskd's, made once per boot.
+		if len(f) > 4 && strings.HasPrefix(f[4], e.dir+"/") && !strings.HasPrefix(f[4], filepath.Join(e.state, "infra-")) {
 			out = append(out, "mount "+f[4])
 		}
 	}

@@ -47,10 +47,11 @@ func TestMetricsProfilingAndJSONLogs(t *testing.T) {
 	if after[`husk_cri_request_duration_seconds_sum{method="RunPodSandbox"}`] <= before[`husk_cri_request_duration_seconds_sum{method="RunPodSandbox"}`] {
 		t.Error("RunPodSandbox duration sum did not grow")
 	}
-	for _, p := range []string{"persist", "files", "netns", "network", "infra", "ready"} {
+	for _, p := range []string{"persist", "files", "netns", "network", "monitor", "infra", "ready"} {
 		moved(`husk_sandbox_phase_duration_seconds_count{phase="`+p+`"}`, 1)
 	}
 	moved(`husk_pods{state="ready"}`, 1)
+	moved(`husk_monitors`, 1) // the pod's monitor starts its infra
 	moved(`husk_cri_requests_total{code="OK",method="CreateContainer"}`, 0)
 
 	before = after
@@ -65,7 +66,7 @@ func TestMetricsProfilingAndJSONLogs(t *testing.T) {
 		moved(`husk_container_phase_duration_seconds_count{phase="`+p+`"}`, 1)
 	}
 	moved(`husk_containers{state="running"}`, 1)
-	moved(`husk_monitors`, 1)
+	moved(`husk_monitors`, 0)
 	moved(`husk_stream_sessions_total{kind="exec"}`, 1)
 	moved(`husk_stream_session_duration_seconds_count{kind="exec"}`, 1)
 	if after[`husk_stream_sessions_active{kind="exec"}`] != 0 {

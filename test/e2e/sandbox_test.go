@@ -20,11 +20,19 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
+// runtimeInfraHandler is runc with the infra run as a container of the
+// runtime (infra = "runtime"), as a VM runtime's handler would have it.
+const runtimeInfraHandler = `
+[runtimes.runc-infra]
+path = "runc"
+infra = "runtime"
+`
+
 func TestSandboxLifecycle(t *testing.T) {
-	for _, handler := range []string{"runc", "crun"} {
+	for _, handler := range []string{"runc", "crun", "runc-infra"} {
 		t.Run(handler, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t)
+			e := newEnv(t, withConfig(runtimeInfraHandler))
 			e.start()
 			cfg := e.podConfig("web")
 			cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: 30000 + int32(e.subnet.IP[2])}}
@@ -371,8 +379,8 @@ func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 var _ = context.Background
 
 // A sandbox whose record is lost (a store restored from a backup taken
-// before the pod existed) has its network attachment, netns and infra
-// container released at start.
+// before the pod existed) has its network attachment, netns, infra (by its
+// cgroup) and monitor released at start.
 func TestStartReleasesUnknownSandboxes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -396,7 +404,7 @@ func TestStartReleasesUnknownSandboxes(t *testing.T) {
 	if resp, _ := e.rt.ListPodSandbox(e.ctx(), &runtimeapi.ListPodSandboxRequest{}); len(resp.GetItems()) != 0 {
 		t.Errorf("listed %v", resp.GetItems())
 	}
-	if len(e.logBuf.lines("released network state", id)) == 0 || len(e.logBuf.lines("deleted container of no known sandbox", id)) == 0 {
+	if len(e.logBuf.lines("released network state", id)) == 0 || len(e.logBuf.lines("released the infra of no known sandbox", id)) == 0 {
 		t.Errorf("start did not say what it released:\n%s", e.logs())
 	}
 	deadline := time.Now().Add(2 * time.Second)

@@ -22,6 +22,10 @@ const (
 	// OpAttach turns the connection, after the answer, into the
 	// container's stdio: frames both ways (see Frame*).
 	OpAttach = "attach"
+	// OpInfra starts the pod's infra process, whose parent the monitor
+	// stays; answers its PID. A wait for the sandbox's ID answers once it
+	// exited, and shutdown refuses while it runs.
+	OpInfra = "infra"
 )
 
 // Attach frames: a type byte, a big-endian uint32 length, the payload.
@@ -45,6 +49,42 @@ type Request struct {
 	Op     string  `json:"op"`
 	ID     string  `json:"id,omitempty"`
 	Create *Create `json:"create,omitempty"`
+	Infra  *Infra  `json:"infra,omitempty"`
+}
+
+// Infra describes how to start a pod's infra. Either directly (Path set):
+// the monitor forks Path with Args in new namespaces (Cloneflags, and the
+// user namespace of UIDMappings and GIDMappings, whose root it runs as),
+// writes its PID into each of CgroupProcs and OOMScoreAdj into its
+// oom_score_adj while it waits, then sends it Setup on its fd 3 and
+// answers the report it reads back (see internal/pausesetup). Or through
+// the OCI runtime (Runtime set): `runtime run --detach` of Bundle, as
+// Create runs `runtime create`. Either way the infra's stdin and stdout are
+// /dev/null and its stderr, with the runtime's, goes to LogPath.
+type Infra struct {
+	ID      string `json:"id"`
+	LogPath string `json:"logPath"`
+
+	Path        string      `json:"path,omitempty"`
+	Args        []string    `json:"args,omitempty"`
+	Cloneflags  uintptr     `json:"cloneflags,omitempty"`
+	UIDMappings []IDMapping `json:"uidMappings,omitempty"`
+	GIDMappings []IDMapping `json:"gidMappings,omitempty"`
+	CgroupProcs []string    `json:"cgroupProcs,omitempty"`
+	OOMScoreAdj int         `json:"oomScoreAdj"`
+	Setup       []byte      `json:"setup,omitempty"`
+
+	Runtime       string `json:"runtime,omitempty"`
+	RuntimeRoot   string `json:"runtimeRoot,omitempty"`
+	SystemdCgroup bool   `json:"systemdCgroup,omitempty"`
+	Bundle        string `json:"bundle,omitempty"`
+}
+
+// IDMapping maps Size IDs from ContainerID in a user namespace to HostID.
+type IDMapping struct {
+	ContainerID uint32 `json:"containerID"`
+	HostID      uint32 `json:"hostID"`
+	Size        uint32 `json:"size"`
 }
 
 // Create describes a container for the runtime's create (OpCreate) or run
@@ -85,6 +125,8 @@ type Response struct {
 	Code  Code   `json:"code,omitempty"`
 	PID   int    `json:"pid,omitempty"`
 	Exit  *Exit  `json:"exit,omitempty"`
+	// Report is what a directly started infra answered its setup with.
+	Report []byte `json:"report,omitempty"`
 }
 
 // Code classifies a failed request, so that huskd acts on what failed,

@@ -1,5 +1,3 @@
-//go:build !amd64
-
 package main
 
 import (
@@ -11,7 +9,8 @@ import (
 
 var sigs = make(chan os.Signal, 16)
 
-// installHandlers uses os/signal where no assembly handlers exist. Notify
+// installHandlers uses os/signal: this is the path with the Go runtime
+// (see entry_amd64.s for the one without). Notify
 // cannot fail, so exit codes 1-3 cannot occur here; Go installs its
 // handlers without SA_NOCLDSTOP, so a stopped child wakes the loop, which
 // then finds nothing to reap (WNOHANG without WUNTRACED) and sleeps again.
