@@ -1,7 +1,9 @@
 # husk: `make run` starts huskd on embedded defaults, `make test` runs every
 # test, `make bench` compares husk with containerd, `make kubelet-e2e` runs
-# the kubelet itself (EventedPLEG on) against a huskd of its own. Each
-# installs what is missing first (scripts/deps.sh, apt). `make install` puts huskd, its
+# the kubelet itself (EventedPLEG on) against a huskd of its own, `make
+# node-e2e` the Kubernetes node conformance suite (NODE_E2E_RUNTIME=husk-runc,
+# husk-crun or containerd; see scripts/node-e2e/run.sh). Each installs what is
+# missing first (scripts/deps.sh, apt). `make install` puts huskd, its
 # helpers, the systemd unit and a default config under $(DESTDIR)$(PREFIX).
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -33,7 +35,7 @@ E2EBIN  := $(BIN)/e2e
 # runtime (cmd/husk-pause/entry_amd64.s); elsewhere it is main.
 PAUSE_ENTRY := $(if $(filter amd64,$(shell $(GO) env GOARCH)),-E main.entry)
 
-.PHONY: all build e2e-bin deps run test chaos fuzz lint unit bench kubelet-e2e install clean
+.PHONY: all build e2e-bin deps run test chaos fuzz lint unit bench kubelet-e2e node-e2e install clean
 
 all: build
 
@@ -102,6 +104,12 @@ bench:
 	@scripts/deps.sh bench
 	@$(MAKE) --no-print-directory build
 	$(GO) run ./cmd/husk-bench -huskd $(BIN)/huskd -pause $(BIN)/husk-pause $(BENCHFLAGS)
+
+# Not part of `make test`: a cold run builds Kubernetes (see the README).
+node-e2e:
+	@scripts/deps.sh node-e2e
+	@$(MAKE) --no-print-directory build
+	scripts/node-e2e/run.sh
 
 # An existing config is never overwritten: it is the operator's.
 # Not part of `make test`: the kubelet v1.36.3 is built once (7 CPU-minutes;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs what husk needs and this machine lacks, with apt, and prepares the
 # kernel interfaces the runtimes expect. Safe to run again: it only acts on
-# what is missing. Usage: scripts/deps.sh [bench]
+# what is missing. Usage: scripts/deps.sh [bench|node-e2e]
 set -eu
 
 need=""
@@ -13,11 +13,16 @@ command -v iptables >/dev/null 2>&1 || want iptables
 command -v ip >/dev/null 2>&1 || want iproute2
 command -v nsenter >/dev/null 2>&1 || want util-linux
 [ -x /bin/busybox ] || want busybox-static
-if [ "${1:-}" = bench ]; then
+if [ "${1:-}" = bench ] || [ "${1:-}" = node-e2e ]; then
 	command -v containerd >/dev/null 2>&1 || want containerd
 	command -v catatonit >/dev/null 2>&1 || want catatonit
 	command -v gcc >/dev/null 2>&1 || want gcc
 	[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || want libc6-dev
+fi
+if [ "${1:-}" = node-e2e ]; then
+	command -v curl >/dev/null 2>&1 || want curl
+	command -v python3 >/dev/null 2>&1 || want python3
+	command -v iptables-save >/dev/null 2>&1 || want iptables
 fi
 if [ -n "$need" ]; then
 	if [ "$(id -u)" != 0 ]; then
