@@ -194,13 +194,17 @@ start_runtime() {
 # would start the kubelet as a transient unit) and with a sudo for root.
 path_standins() {
 	local p="$STATE/path" d f
+	local -A seen=([systemd-run]=1 [systemctl]=1 [journalctl]=1 [sudo]=1)
+	local links=()
 	mkdir -p "$p"
 	for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
 		for f in "$d"/*; do
-			case ${f##*/} in systemd-run | systemctl | journalctl | sudo) continue ;; esac
-			[ -x "$f" ] && [ ! -e "$p/${f##*/}" ] && ln -s "$f" "$p/${f##*/}"
+			[ -n "${seen[${f##*/}]:-}" ] || [ ! -x "$f" ] && continue
+			seen[${f##*/}]=1
+			links+=("$f")
 		done
 	done
+	ln -s -t "$p" -- "${links[@]}"
 	printf '#!/bin/sh\n# node-e2e stand-in: the suite runs as root already.\nexec "$@"\n' >"$p/sudo"
 	chmod 755 "$p/sudo"
 	echo "$p"
