@@ -210,7 +210,7 @@ func (m *Manager) newContainer(req *createRequest) (*Container, error) {
 	c := &Container{config: cfg, exited: make(chan struct{})}
 	c.rec = Record{
 		ID: id, Name: Name(cfg, sb.Config), SandboxID: sb.ID, Config: raw,
-		ImageID: req.image.ID, ImageName: imageName(cfg.GetImage().GetImage(), req.image.RepoTags), Layers: req.image.Layers,
+		ImageID: req.image.ID, ImageName: imageName(cfg.GetImage().GetImage(), cfg.GetImage().GetUserSpecifiedImage(), req.image.RepoTags), Layers: req.image.Layers,
 		Handler: sb.Handler, State: StateCreating, CreatedAt: time.Now().UnixNano(), BootID: m.bootID,
 		Resources: res, StopSignal: stopSignalName(cfg, req.imageConfig.StopSignal), CgroupsPath: cgroups,
 		LogPath: logPath(sb.Config.GetLogDirectory(), cfg.GetLogPath()),
@@ -218,20 +218,27 @@ func (m *Manager) newContainer(req *createRequest) (*Container, error) {
 	return c, nil
 }
 
-// imageName is the image name ContainerStatus reports: the asked-for one
-// when it is an ID, else the image's tag that ends with it, else its
-// first tag.
-func imageName(asked string, repoTags []string) string {
-	if len(repoTags) == 0 || strings.HasPrefix(asked, "sha256:") {
+// imageName is the image name ContainerStatus reports, which the kubelet
+// shows as the pod status' image: the image's tag the user asked for (the
+// kubelet creates from the image ID and passes the pod's image as
+// user_specified_image), else the one asked for, else its first tag, as
+// containerd does; the asked-for name when the image has no tag.
+func imageName(asked, userSpecified string, repoTags []string) string {
+	if len(repoTags) == 0 {
 		return asked
 	}
-	name := repoTags[0]
-	for _, t := range repoTags {
-		if strings.HasSuffix(t, asked) {
-			name = t
+	for _, want := range []string{userSpecified, asked} {
+		ref, err := image.ParseReference(want)
+		if want == "" || err != nil {
+			continue
+		}
+		for _, t := range repoTags {
+			if t == ref.String() {
+				return t
+			}
 		}
 	}
-	return name
+	return repoTags[0]
 }
 
 // logPath is where the container's CRI log goes: its log_path (checked
