@@ -111,7 +111,23 @@ root = "$STATE/runtime/test-handler"
 [registries."registry.k8s.io"]
 endpoints = ["http://127.0.0.1:$PORT"]
 skip_upstream = true
+# Every other registry too (the suite pulls docker.io/library/image-N,
+# invalid.registry.k8s.io/..., localhost/...): no traffic leaves this host.
+[registries."*"]
+endpoints = ["http://127.0.0.1:$PORT"]
+skip_upstream = true
 EOF
+}
+
+# containerd's hosts.toml per registry: "server" is the local registry, so
+# that it never falls back to the upstream host (as registry.mirrors does).
+write_containerd_hosts() {
+	local h
+	for h in registry.k8s.io docker.io invalid.registry.k8s.io localhost _default; do
+		mkdir -p "$ROOT/certs.d/$h"
+		printf 'server = "http://127.0.0.1:%s"\n[host."http://127.0.0.1:%s"]\n  capabilities = ["pull", "resolve"]\n' \
+			"$PORT" "$PORT" >"$ROOT/certs.d/$h/hosts.toml"
+	done
 }
 
 write_containerd_config() {
@@ -146,8 +162,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         SystemdCgroup = false
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.test-handler]
       runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."registry.k8s.io"]
-    endpoint = ["http://127.0.0.1:$PORT"]
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$ROOT/certs.d"
 EOF
 }
 
@@ -175,6 +191,7 @@ start_runtime() {
 	make_cgroup
 	if [ "$RUNTIME" = containerd ]; then
 		write_containerd_config
+		write_containerd_hosts
 		cmd=(containerd --config "$ROOT/containerd.toml")
 	else
 		write_husk_config
@@ -213,6 +230,9 @@ path_standins() {
 # The base kubelet config for this machine kind (see the README's "Node
 # conformance"): cgroup v1, not systemd, shared with other work.
 write_kubelet_config() {
+	# Pods with dnsPolicy Default get this resolv.conf: a name server on
+	# their own loopback, so that no lookup leaves the machine.
+	printf 'nameserver 127.0.0.1\n' >"$STATE/resolv.conf"
 	cat >"$STATE/kubelet-base.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -220,6 +240,7 @@ failCgroupV1: false
 cgroupDriver: cgroupfs
 cgroupRoot: /
 podLogsDir: /var/log/pods
+resolvConf: "$STATE/resolv.conf"
 podCIDR: "$SUBNET"
 failSwapOn: false
 volumeStatsAggPeriod: 10s
