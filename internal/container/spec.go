@@ -11,6 +11,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/huskrt/husk/internal/oci"
+	"github.com/huskrt/husk/internal/proc"
 )
 
 // specInput is what the OCI spec is made of that is known once the
@@ -56,11 +57,17 @@ func (m *Manager) targetPID(cfg *runtimeapi.ContainerConfig, sandboxID string) (
 }
 
 // buildSpec makes the container's OCI spec (internal/oci) and applies its
-// seccomp filter and AppArmor profile.
+// seccomp filter and AppArmor profile. Its oom_score_adj is raised to
+// what huskd may give (proc.ClampOOMScoreAdj): a Guaranteed pod's -997
+// fails to start where huskd lacks CAP_SYS_RESOURCE.
 func buildSpec(cfg *runtimeapi.ContainerConfig, in oci.ContainerSpec, appArmor bool) (*specs.Spec, error) {
 	spec, err := oci.AppSpec(cfg, in)
 	if err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if p := spec.Process; p.OOMScoreAdj != nil {
+		v := proc.ClampOOMScoreAdj(*p.OOMScoreAdj)
+		p.OOMScoreAdj = &v
 	}
 	sc := cfg.GetLinux().GetSecurityContext()
 	if err := applySeccomp(spec, sc); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/huskrt/husk/internal/atomicfile"
 	"github.com/huskrt/husk/internal/oci"
+	"github.com/huskrt/husk/internal/proc"
 )
 
 // writeSandboxFiles writes the files every container of the pod mounts:
@@ -186,31 +187,12 @@ func sameFile(src *os.File, dst string) bool {
 	return err == nil && bytes.Equal(a, b)
 }
 
-// clampOOMScoreAdj returns the lowest oom_score_adj at or above want that
-// this process may hand to its children. Lowering below the current value
-// needs CAP_SYS_RESOURCE; without it the runtime fails to start the
-// container ("can't get final child's PID from pipe"), so clamp instead.
+// clampOOMScoreAdj is want, or the lowest value above it this process may
+// give its children (proc.ClampOOMScoreAdj), said in the log.
 func clampOOMScoreAdj(want int, log *slog.Logger) int {
-	if hasCapSysResource() {
-		return want
+	got := proc.ClampOOMScoreAdj(want)
+	if got != want {
+		log.Info("infra oom_score_adj clamped: no CAP_SYS_RESOURCE to lower it", "wanted", want, "using", got)
 	}
-	b, err := os.ReadFile("/proc/self/oom_score_adj")
-	if err != nil {
-		return want
-	}
-	cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || cur <= want {
-		return want
-	}
-	log.Info("infra oom_score_adj clamped: no CAP_SYS_RESOURCE to lower it", "wanted", want, "using", cur)
-	return cur
-}
-
-func hasCapSysResource() bool {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return false
-	}
-	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0
+	return got
 }
