@@ -77,7 +77,7 @@ func status(v *Record, cfg *runtimeapi.ContainerConfig) *runtimeapi.ContainerSta
 		StartedAt:   v.StartedAt,
 		FinishedAt:  v.FinishedAt,
 		ExitCode:    v.ExitCode,
-		Image:       &runtimeapi.ImageSpec{Image: v.ImageName, Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: cfg.GetImage().GetImage()},
+		Image:       &runtimeapi.ImageSpec{Image: v.ImageName, Annotations: cfg.GetImage().GetAnnotations(), UserSpecifiedImage: userImage(cfg)},
 		ImageRef:    v.ImageID,
 		ImageId:     v.ImageID,
 		Reason:      v.Reason,
@@ -95,6 +95,15 @@ func status(v *Record, cfg *runtimeapi.ContainerConfig) *runtimeapi.ContainerSta
 		st.Mounts = append(st.Mounts, statusMount(mnt, i, v))
 	}
 	return st
+}
+
+// userImage is the image as the user named it: the kubelet's
+// user_specified_image (it creates from the image ID), else the image asked.
+func userImage(cfg *runtimeapi.ContainerConfig) string {
+	if u := cfg.GetImage().GetUserSpecifiedImage(); u != "" {
+		return u
+	}
+	return cfg.GetImage().GetImage()
 }
 
 func groups(v *Record) []int64 {
@@ -201,7 +210,7 @@ func labelsMatch(labels, selector map[string]string) bool {
 func listItem(v *Record, cfg *runtimeapi.ContainerConfig) *runtimeapi.Container {
 	return &runtimeapi.Container{
 		Id: v.ID, PodSandboxId: v.SandboxID, Metadata: cfg.GetMetadata(),
-		Image:    &runtimeapi.ImageSpec{Image: v.ImageName, UserSpecifiedImage: cfg.GetImage().GetImage()},
+		Image:    &runtimeapi.ImageSpec{Image: v.ImageName, UserSpecifiedImage: userImage(cfg)},
 		ImageRef: v.ImageID, ImageId: v.ImageID, State: criState(v.State), CreatedAt: v.CreatedAt,
 		Labels: cfg.GetLabels(), Annotations: cfg.GetAnnotations(),
 	}

@@ -782,3 +782,36 @@ func TestRecursiveReadOnlyMounts(t *testing.T) {
 	_ = unix.Unmount(sub, unix.MNT_DETACH) // the test's own submount
 	e.assertNoLeaks()
 }
+
+// The kubelet creates a container from the image ID it pulled and passes
+// the pod's image as user_specified_image; ContainerStatus and
+// ListContainers name the image's tag, which the kubelet shows as the pod
+// status' image (node conformance's image-update specs wait for it).
+func TestContainerStatusNamesImageTag(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	img, err := runtimeapi.NewImageServiceClient(e.conn).ImageStatus(e.ctx(), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "busybox:e2e"}})
+	if err != nil || img.GetImage() == nil {
+		t.Fatalf("ImageStatus busybox:e2e: %v %v", img, err)
+	}
+	imageID := img.GetImage().GetId()
+	pod := e.podConfig("imgname")
+	podID := e.runPod(pod, "")
+	cfg := ctrConfig("byid", "sleep", "3600")
+	cfg.Image = &runtimeapi.ImageSpec{Image: imageID, UserSpecifiedImage: "busybox:e2e"}
+	id := e.run(podID, pod, cfg)
+	const want = "docker.io/library/busybox:e2e"
+	st, err := e.rt.ContainerStatus(e.ctx(), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.GetStatus().GetImage(); got.GetImage() != want || got.GetUserSpecifiedImage() != "busybox:e2e" || st.GetStatus().GetImageRef() != imageID {
+		t.Errorf("status image %v, image_ref %q; want %s, busybox:e2e, %s", got, st.GetStatus().GetImageRef(), want, imageID)
+	}
+	list, err := e.rt.ListContainers(e.ctx(), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: id}})
+	if err != nil || len(list.GetContainers()) != 1 || list.GetContainers()[0].GetImage().GetImage() != want {
+		t.Errorf("ListContainers %v: %v, want image %s", list, err, want)
+	}
+	e.stopRemove(podID)
+	e.assertNoLeaks(podID, id)
+}
