@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -814,4 +815,38 @@ func TestContainerStatusNamesImageTag(t *testing.T) {
 	}
 	e.stopRemove(podID)
 	e.assertNoLeaks(podID, id)
+}
+
+// A Guaranteed pod's container asks for oom_score_adj -997. Where huskd
+// may not lower a child's below its own (no CAP_SYS_RESOURCE), the
+// container still starts, with huskd's value, as with containerd's
+// restrict_oom_score_adj; where it may, with -997. Both handlers.
+func TestContainerOOMScoreAdj(t *testing.T) {
+	t.Parallel()
+	e := containerEnv(t)
+	want := -997
+	pid := e.daemon.Process.Pid
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	own, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+	var capEff uint64
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			capEff, _ = strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(string(own))); err == nil && capEff&(1<<unix.CAP_SYS_RESOURCE) == 0 && n > want {
+		want = n
+	}
+	for _, handler := range []string{"runc", "crun"} {
+		pod := e.podConfig("oom-" + handler)
+		podID := e.runPod(pod, handler)
+		cfg := ctrConfig("guaranteed", "sleep", "3600")
+		cfg.Linux.Resources.OomScoreAdj = -997
+		id := e.run(podID, pod, cfg)
+		if r := e.exec(id, 10, "cat", "/proc/1/oom_score_adj"); strings.TrimSpace(string(r.Stdout)) != strconv.Itoa(want) {
+			t.Errorf("%s: oom_score_adj %q (stderr %q), want %d", handler, r.Stdout, r.Stderr, want)
+		}
+		e.stopRemove(podID)
+		e.assertNoLeaks(podID, id)
+	}
 }
