@@ -75,7 +75,19 @@ func mountView(target string, v view) error {
 	return nil
 }
 
+// setViewAttrs first cuts the clone from the source's peer group: a clone
+// of a shared mount (the kubelet's pod dirs are rshared) is its peer, and
+// detaching the view would unmount the source's submounts too. A slave
+// still receives the host's new mounts (HostToContainer); a recursively
+// read-only view is private, as the CRI asks of rro.
 func setViewAttrs(fd int, v view) error {
+	prop := uint64(unix.MS_SLAVE)
+	if v.rro {
+		prop = unix.MS_PRIVATE
+	}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Propagation: prop}); err != nil {
+		return fmt.Errorf("propagation: %w", err)
+	}
 	if v.userns != "" {
 		ns, err := os.Open(v.userns)
 		if err != nil {
