@@ -18,6 +18,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 RUNTIME=${NODE_E2E_RUNTIME:-husk-runc}
 CACHE=${NODE_E2E_CACHE:-/var/cache/husk-node-e2e}
 RESULTS=${NODE_E2E_RESULTS:-$REPO/_output/node-e2e/$RUNTIME}
+# ginkgo writes its reports from the suite's work dir: make the path absolute.
+RESULTS=$(realpath -m "$RESULTS")
 PORT=${NODE_E2E_REGISTRY_PORT:-5055}
 SUBNET=${NODE_E2E_SUBNET:-10.100.0.0/16}
 PROCS=${NODE_E2E_PROCS:-8} # the specs mostly wait: 8 on 2 cores takes half the time of 4
@@ -413,10 +415,15 @@ teardown() {
 		done
 	fi
 	# Mounts under our dirs and the kubelet's, deepest first.
-	# (The kubelet bind mounts /var/lib/kubelet onto itself: that one is its.)
+	# (The kubelet bind mounts /var/lib/kubelet onto itself: that one is its.
+	# huskd keeps the infras' read-only root and mount namespace for its
+	# whole life and reuses them after a restart: those are its, by design.)
 	awk '{print $5}' /proc/self/mountinfo | grep -E "^($ROOT|$STATE|/var/lib/kubelet)(/|$)" | sort -r |
 		while read -r m; do
-			[ "$m" = /var/lib/kubelet ] || leak "mount left: $m"
+			case "$m" in
+			/var/lib/kubelet | */infra-rootfs | */infra-ns | */infra-ns/mnt) ;;
+			*) leak "mount left: $m" ;;
+			esac
 			umount -l "$m" 2>/dev/null
 		done
 	# Network: veths on our bridge, the bridge, iptables rules naming our subnet.
