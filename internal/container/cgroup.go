@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -86,19 +85,8 @@ func emptyCgroup(ctx context.Context, cgroupsPath string) error {
 		return nil // no cgroup of its own to wait for
 	}
 	dirs := cgroupDirs(rel)
-	for {
-		left := cgroupProcs(dirs)
-		if len(left) == 0 {
-			break
-		}
-		for _, pid := range left {
-			killInCgroup(pid, rel)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("processes %v still in cgroup %s: %w", left, rel, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := proc.EmptyCgroup(ctx, rel, dirs, 20*time.Millisecond); err != nil {
+		return err
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
 		if err := unix.Rmdir(dirs[i]); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -128,50 +116,4 @@ func cgroupDirs(rel string) []string {
 		})
 	}
 	return dirs
-}
-
-// cgroupProcs lists the live processes in dirs; zombies have left every
-// namespace already and wait only for their parent.
-func cgroupProcs(dirs []string) []int {
-	seen := map[int]bool{}
-	var out []int
-	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil || seen[pid] {
-				continue
-			}
-			seen[pid] = true
-			if _, err := proc.StartTime(pid); err == nil {
-				out = append(out, pid)
-			}
-		}
-	}
-	return out
-}
-
-// killInCgroup SIGKILLs pid through a pidfd, once the pidfd is known to
-// hold a process of the cgroup rel: a PID read from cgroup.procs may name
-// another process by now.
-func killInCgroup(pid int, rel string) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return
-	}
-	defer unix.Close(fd)
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		return
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		// hierarchy-ID:controllers:path
-		if f := strings.SplitN(line, ":", 3); len(f) == 3 && (f[2] == rel || strings.HasPrefix(f[2], rel+"/")) {
-			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-			return
-		}
-	}
 }

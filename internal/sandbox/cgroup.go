@@ -150,19 +150,8 @@ func (m *Manager) removeInfraCgroup(ctx context.Context, rel string) error {
 			dirs = append(dirs, dir)
 		}
 	}
-	for {
-		left := liveProcs(dirs)
-		if len(left) == 0 {
-			break
-		}
-		for _, pid := range left {
-			killIn(pid, rel)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("infra cgroup %s: processes %v left: %w", rel, left, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
+	if err := proc.EmptyCgroup(ctx, rel, dirs, 5*time.Millisecond); err != nil {
+		return fmt.Errorf("infra cgroup: %w", err)
 	}
 	var errs []error
 	for _, d := range dirs {
@@ -188,49 +177,6 @@ func rmdirCgroup(ctx context.Context, dir string) error {
 		case <-ctx.Done():
 			return fmt.Errorf("remove cgroup %s: %w", dir, err)
 		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
-// liveProcs lists the processes in dirs that have not exited.
-func liveProcs(dirs []string) []int {
-	var out []int
-	seen := map[int]bool{}
-	for _, d := range dirs {
-		b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil || seen[pid] {
-				continue
-			}
-			seen[pid] = true
-			if _, err := proc.StartTime(pid); err == nil {
-				out = append(out, pid)
-			}
-		}
-	}
-	return out
-}
-
-// killIn SIGKILLs pid through a pidfd once that pidfd is known to hold a
-// process of cgroup rel: the PID read may name another process by now.
-func killIn(pid int, rel string) {
-	fd, err := unix.PidfdOpen(pid, 0)
-	if err != nil {
-		return
-	}
-	defer unix.Close(fd)
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
-	if err != nil {
-		return
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.SplitN(line, ":", 3); len(f) == 3 && f[2] == rel {
-			_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
-			return
 		}
 	}
 }
