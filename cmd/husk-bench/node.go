@@ -40,6 +40,7 @@ var nodeRows = []struct {
 	{"node: make all", "ms", 0.5, 0},
 	{"node: daemon RSS", "KiB", 0.3, 0},
 	{"node: daemon RssAnon", "KiB", 0, 0},
+	{"node: daemon threads", "", 0, 0},
 	{"node: runtime memory per pod", "KiB", 0.30, 0},
 	{"node: ListPodSandbox", "ms", 0.5, 0},
 	{"node: ListPodSandbox, answer only", "ms", 0.5, 0},
@@ -84,7 +85,17 @@ func benchNodes(ctx context.Context, rts []*runtimeUnderTest, o options, rec nod
 		// RSS counts the pages of the binary it has touched (RssFile);
 		// RssAnon is what it allocated.
 		rec(r.side, "node: daemon RssAnon", statusField(r.daemon.Process.Pid, "RssAnon:"))
-		if err := r.saveProfile(o, "heap", "heap"); err != nil {
+		// Each thread blocked in a system call holds its own stack.
+		rec(r.side, "node: daemon threads", statusField(r.daemon.Process.Pid, "Threads:"))
+		if err := r.saveProfile(o, "heap", "heap.pb.gz"); err != nil {
+			return err
+		}
+		// The text form ends with the runtime's MemStats: where RssAnon goes.
+		if err := r.saveProfile(o, "heap?debug=1", "heap.txt"); err != nil {
+			return err
+		}
+		// Goroutine stacks are part of RssAnon too.
+		if err := r.saveProfile(o, "goroutine?debug=1", "goroutine.txt"); err != nil {
 			return err
 		}
 		perPod, err := r.memoryPerPod(ctx, p, daemonBefore)
@@ -365,12 +376,12 @@ func timePolledCalls(ctx context.Context, rts []*runtimeUnderTest, pods int, rec
 }
 
 // saveProfile writes huskd's pprof profile name (-profile) as
-// <dir>/husk-<file>.pb.gz.
+// <dir>/husk-<file>.
 func (r *runtimeUnderTest) saveProfile(o options, name, file string) error {
 	if r.pprof == "" {
 		return nil
 	}
-	return fetchTo("http://"+r.pprof+"/debug/pprof/"+name, filepath.Join(o.profile, "husk-"+file+".pb.gz"))
+	return fetchTo("http://"+r.pprof+"/debug/pprof/"+name, filepath.Join(o.profile, "husk-"+file))
 }
 
 // profileRelist writes huskd's CPU profile (-profile) of 10 s of
@@ -380,7 +391,7 @@ func (r *runtimeUnderTest) profileRelist(ctx context.Context, o options) error {
 		return nil
 	}
 	done := make(chan error, 1)
-	go func() { done <- r.saveProfile(o, "profile?seconds=10", "cpu") }()
+	go func() { done <- r.saveProfile(o, "profile?seconds=10", "cpu.pb.gz") }()
 	for {
 		select {
 		case err := <-done:

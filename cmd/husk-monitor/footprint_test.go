@@ -68,7 +68,7 @@ func TestFootprint(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	mon, err := monclient.Ensure(ctx, bin, filepath.Join(dir, "mon"))
+	mon, err := monclient.Ensure(ctx, bin, filepath.Join(dir, "mon"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -398,7 +398,11 @@ func decodeResources(b []byte) *runtimeapi.LinuxContainerResources {
 func (m *Manager) monitorFor(ctx context.Context, sandboxID string) (*monitor.Client, error) {
 	dir := m.monitorDir(sandboxID)
 	defer m.monitorStart.lock(dir)()
-	c, err := monitor.Ensure(ctx, m.opts.MonitorBinary, dir)
+	var reaper monitor.Reaper
+	if w, err := m.procWatcher(); err == nil {
+		reaper = w
+	}
+	c, err := monitor.Ensure(ctx, m.opts.MonitorBinary, dir, reaper)
 	if err != nil {
 		return nil, fmt.Errorf("pod monitor of sandbox %s: %w", sandboxID, err)
 	}

@@ -87,9 +87,17 @@ func For(dir string) *Client { return &Client{dir: dir} }
 // Dir is the monitor's directory.
 func (c *Client) Dir() string { return c.dir }
 
+// Reaper reaps the monitors huskd starts (proc.Watcher): one loop waits
+// for all of them, where exec.Cmd.Wait would hold a thread blocked in
+// waitid for each pod's whole life.
+type Reaper interface {
+	ReapChild(pid int) error
+}
+
 // Ensure starts the monitor in dir unless one already answers there, and
-// returns once it accepts requests.
-func Ensure(ctx context.Context, binary, dir string) (*Client, error) {
+// returns once it accepts requests. reaper reaps it when it ends (nil: a
+// goroutine waits for it).
+func Ensure(ctx context.Context, binary, dir string, reaper Reaper) (*Client, error) {
 	c := For(dir)
 	if err := c.Ping(ctx); err == nil {
 		return c, nil
@@ -120,7 +128,11 @@ func Ensure(ctx context.Context, binary, dir string) (*Client, error) {
 	}
 	readyW.Close()
 	// huskd is its parent until huskd restarts: reap it when it ends.
-	go func() { _ = cmd.Wait() }()
+	if reaper == nil || reaper.ReapChild(cmd.Process.Pid) != nil {
+		go func() { _ = cmd.Wait() }()
+	} else {
+		_ = cmd.Process.Release()
+	}
 	ready := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(io.Discard, readyR)

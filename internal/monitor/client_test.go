@@ -101,7 +101,7 @@ func TestMonitorErrorCodes(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := Ensure(ctx, bin, t.TempDir())
+	c, err := Ensure(ctx, bin, t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -181,4 +182,86 @@ func waitZombie(t *testing.T, pid int) {
 			t.Fatal("child did not become a zombie")
 		}
 	}
+}
+
+// TestReapChild: children handed to ReapChild are reaped when they exit
+// (no zombie left), and while they run they hold neither a thread nor a
+// goroutine each, as exec.Cmd.Wait would.
+func TestReapChild(t *testing.T) {
+	w, err := NewWatcher(slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	const children = 40
+	threadsBefore, goroutinesBefore := threads(t), runtime.NumGoroutine()
+	var pids []int
+	t.Cleanup(func() {
+		for _, pid := range pids {
+			killChild(pid)
+		}
+	})
+	for i := 0; i < children; i++ {
+		cmd := exec.Command("sleep", "60")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pids = append(pids, cmd.Process.Pid)
+		if err := w.ReapChild(cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Process.Release()
+	}
+	time.Sleep(100 * time.Millisecond)
+	if grown := threads(t) - threadsBefore; grown >= children/2 {
+		t.Errorf("threads grew by %d for %d running children", grown, children)
+	}
+	if grown := runtime.NumGoroutine() - goroutinesBefore; grown >= children/2 {
+		t.Errorf("goroutines grew by %d for %d running children", grown, children)
+	}
+	for _, pid := range pids {
+		killChild(pid)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for {
+			if _, _, err := stat(pid); err != nil {
+				break // reaped: no /proc entry, not even a zombie's
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("child %d not reaped", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// killChild kills pid if it is still a child of this test.
+func killChild(pid int) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	// ppid is the second field after the command's closing parenthesis.
+	if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+		if f := strings.Fields(string(b[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(os.Getpid()) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func threads(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatal("no Threads in /proc/self/status")
+	return 0
 }

@@ -127,7 +127,26 @@ func (w *Watcher) Watch(id Identity, onExit func(Exit)) (*Process, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("pid %d names another process now: %w", id.PID, ErrGone)
 	}
-	p := &Process{pid: id.PID, fd: fd, onExit: onExit, exited: make(chan struct{})}
+	return w.add(&Process{pid: id.PID, fd: fd, onExit: onExit, exited: make(chan struct{})})
+}
+
+// ReapChild watches pid, a child of this process that nobody has waited
+// for (so the PID names it until it is reaped), and reaps it when it
+// exits. huskd reaps the monitors it starts this way: one loop for all
+// of them, where exec.Cmd.Wait would hold a thread blocked in waitid for
+// each pod's whole life.
+func (w *Watcher) ReapChild(pid int) error {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	_, err = w.add(&Process{pid: pid, fd: fd, exited: make(chan struct{})})
+	return err
+}
+
+// add watches p, whose pidfd the watcher now owns.
+func (w *Watcher) add(p *Process) (*Process, error) {
+	fd := p.fd
 	w.mu.Lock()
 	w.procs[int32(fd)] = p
 	w.mu.Unlock()
@@ -136,7 +155,7 @@ func (w *Watcher) Watch(id Identity, onExit func(Exit)) (*Process, error) {
 		delete(w.procs, int32(fd))
 		w.mu.Unlock()
 		unix.Close(fd)
-		return nil, fmt.Errorf("watch pid %d: %w", id.PID, err)
+		return nil, fmt.Errorf("watch pid %d: %w", p.pid, err)
 	}
 	return p, nil
 }

@@ -174,17 +174,35 @@ func installFile(dst string, r io.Reader, perm os.FileMode) error {
 	return f.Commit()
 }
 
-// sameFile reports whether dst already has src's content.
+// sameFile reports whether dst already has src's content. It compares a
+// block at a time: reading both whole left megabytes of garbage in huskd's
+// heap at every start, which the runtime keeps for minutes.
 func sameFile(src *os.File, dst string) bool {
-	a, err := io.ReadAll(src)
+	defer src.Seek(0, io.SeekStart)
+	d, err := os.Open(dst)
 	if err != nil {
 		return false
 	}
-	if _, err := src.Seek(0, io.SeekStart); err != nil {
+	defer d.Close()
+	sa, errA := src.Stat()
+	sb, errB := d.Stat()
+	if errA != nil || errB != nil || sa.Size() != sb.Size() {
 		return false
 	}
-	b, err := os.ReadFile(dst)
-	return err == nil && bytes.Equal(a, b)
+	var a, b [32 << 10]byte
+	for {
+		n, errA := io.ReadFull(src, a[:])
+		m, errB := io.ReadFull(d, b[:])
+		if n != m || !bytes.Equal(a[:n], b[:m]) {
+			return false
+		}
+		if errA == io.EOF || errA == io.ErrUnexpectedEOF {
+			return errB == errA
+		}
+		if errA != nil || errB != nil {
+			return false
+		}
+	}
 }
 
 // clampOOMScoreAdj is want, or the lowest value above it this process may

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,5 +94,60 @@ func TestPrepareInfraRootfs(t *testing.T) {
 		if want := "dev etc husk-pause proc sys"; strings.Join(names, " ") != want {
 			t.Errorf("%s: rootfs holds %v, want %s", tt.name, names, want)
 		}
+	}
+}
+
+func TestSameFile(t *testing.T) {
+	block := 32 << 10
+	pattern := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i * 7)
+		}
+		return b
+	}
+	flip := func(b []byte, at int) []byte {
+		c := append([]byte(nil), b...)
+		c[at] ^= 1
+		return c
+	}
+	for _, tc := range []struct {
+		name     string
+		src, dst []byte // dst nil: no file
+		want     bool
+	}{
+		{"empty", []byte{}, []byte{}, true},
+		{"equal, one block", pattern(block), pattern(block), true},
+		{"equal, blocks and a tail", pattern(2*block + 5), pattern(2*block + 5), true},
+		{"last byte differs", pattern(2*block + 5), flip(pattern(2*block+5), 2*block+4), false},
+		{"first byte of a block differs", pattern(2 * block), flip(pattern(2*block), block), false},
+		{"dst longer", pattern(block), pattern(block + 1), false},
+		{"dst shorter", pattern(block + 1), pattern(block), false},
+		{"no dst", pattern(10), nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			srcPath, dstPath := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+			if err := os.WriteFile(srcPath, tc.src, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tc.dst != nil {
+				if err := os.WriteFile(dstPath, tc.dst, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			src, err := os.Open(srcPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			if got := sameFile(src, dstPath); got != tc.want {
+				t.Errorf("sameFile = %v, want %v", got, tc.want)
+			}
+			// The caller copies src next: it must be read from the start.
+			if off, _ := src.Seek(0, io.SeekCurrent); off != 0 {
+				t.Errorf("src left at offset %d", off)
+			}
+		})
 	}
 }

@@ -49,7 +49,7 @@ func (m *Manager) startMonitor(ctx context.Context, id string, timer *phase.Time
 	done := make(chan started, 1)
 	go func() {
 		start := time.Now()
-		c, err := monitor.Ensure(ctx, m.opts.MonitorBinary, m.monitorDir(id))
+		c, err := monitor.Ensure(ctx, m.opts.MonitorBinary, m.monitorDir(id), m.watcher)
 		done <- started{c, err, time.Since(start)}
 	}()
 	return sync.OnceValues(func() (*monitor.Client, error) {
