@@ -384,24 +384,44 @@ func (r *runtimeUnderTest) saveProfile(o options, name, file string) error {
 	return fetchTo("http://"+r.pprof+"/debug/pprof/"+name, filepath.Join(o.profile, "husk-"+file))
 }
 
-// profileRelist writes huskd's CPU profile (-profile) of 10 s of
-// ListPodSandbox and ListContainers back to back, as husk-cpu.pb.gz.
+// profileRelist writes huskd's CPU profiles (-profile) of 10 s of the
+// kubelet's relists (ListPodSandbox and ListContainers, cpu.pb.gz), then of
+// 10 s of its stats calls (ListPodSandboxStats and ListContainerStats,
+// stats-cpu.pb.gz).
 func (r *runtimeUnderTest) profileRelist(ctx context.Context, o options) error {
 	if r.pprof == "" {
 		return nil
 	}
+	if err := r.profileCalls(ctx, o, "cpu.pb.gz", func() error {
+		if _, err := r.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil {
+			return err
+		}
+		_, err := r.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+		return err
+	}); err != nil {
+		return err
+	}
+	return r.profileCalls(ctx, o, "stats-cpu.pb.gz", func() error {
+		if _, err := r.rt.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{}); err != nil {
+			return err
+		}
+		_, err := r.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
+		return err
+	})
+}
+
+// profileCalls makes calls over and over while huskd's CPU profile of 10 s
+// is taken into file.
+func (r *runtimeUnderTest) profileCalls(ctx context.Context, o options, file string, calls func() error) error {
 	done := make(chan error, 1)
-	go func() { done <- r.saveProfile(o, "profile?seconds=10", "cpu.pb.gz") }()
+	go func() { done <- r.saveProfile(o, "profile?seconds=10", file) }()
 	for {
 		select {
 		case err := <-done:
 			return err
 		default:
 		}
-		if _, err := r.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil {
-			return err
-		}
-		if _, err := r.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{}); err != nil {
+		if err := calls(); err != nil {
 			return err
 		}
 	}

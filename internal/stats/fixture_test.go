@@ -194,3 +194,17 @@ func TestDeviceNames(t *testing.T) {
 func dump(c *Cgroup) string {
 	return fmt.Sprintf("%+v\n  swap %+v cpu psi %+v memory psi %+v io psi %+v", *c, c.Swap, c.CPU.PSI, c.Memory.PSI, c.IO.PSI)
 }
+
+// TestParsePSIAllocations: parsing a pressure file allocates only the
+// result (a bufio.Scanner allocated 4 KiB per file, three files per cgroup
+// on every stats call).
+func TestParsePSIAllocations(t *testing.T) {
+	in := []byte("some avg10=0.12 avg60=3.40 avg300=56.78 total=1000001\nfull avg10=0.00 avg60=0.01 avg300=0.02 total=5\n")
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := parsePSI(in); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 1 {
+		t.Errorf("parsePSI allocates %v times per file, want 1 (the result)", n)
+	}
+}

@@ -1,14 +1,11 @@
 package stats
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -43,7 +40,7 @@ func (r *Reader) ReadNetworkOf(pid int, netnsPath string) ([]Interface, error) {
 		r.ForgetNetwork(netnsPath)
 		return ReadNetwork(netnsPath)
 	}
-	ifs, err := parseNetDev(bytes.NewReader(data))
+	ifs, err := parseNetDev(data)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: parse net/dev: %w", netnsPath, err)
 	}
@@ -125,7 +122,7 @@ func ReadNetwork(netnsPath string) ([]Interface, error) {
 	if err != nil {
 		return nil, err
 	}
-	ifs, err := parseNetDev(bytes.NewReader(data))
+	ifs, err := parseNetDev(data)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: parse net/dev: %w", netnsPath, err)
 	}
@@ -133,42 +130,58 @@ func ReadNetwork(netnsPath string) ([]Interface, error) {
 }
 
 // parseNetDev parses the /proc/net/dev format: two header lines, then one
-// "name: 8 receive counters 8 transmit counters" line per interface.
-func parseNetDev(r io.Reader) ([]Interface, error) {
+// "name: 8 receive counters 8 transmit counters" line per interface. It
+// walks the bytes in place (each pod's file is parsed on every stats call).
+func parseNetDev(b []byte) ([]Interface, error) {
 	var ifs []Interface
-	sc := bufio.NewScanner(r)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
+	for n := 1; len(b) > 0; n++ {
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte{'\n'})
 		// Interface names cannot contain ':' (but may contain '|'), so ':'
 		// both marks an interface line and ends its name.
-		name, counters, ok := strings.Cut(line, ":")
+		name, counters, ok := bytes.Cut(line, []byte{':'})
 		if !ok {
-			if strings.Contains(line, "|") || strings.TrimSpace(line) == "" {
+			if bytes.Contains(line, []byte{'|'}) || len(bytes.TrimSpace(line)) == 0 {
 				continue // header
 			}
 			return nil, fmt.Errorf("line %d: no interface name", n)
 		}
-		name = strings.TrimSpace(name)
-		if name == "" {
+		name = bytes.TrimSpace(name)
+		if len(name) == 0 {
 			return nil, fmt.Errorf("line %d: no interface name", n)
 		}
-		f := strings.Fields(counters)
-		if len(f) < 16 {
-			return nil, fmt.Errorf("line %d (%s): %d counters, want 16", n, name, len(f))
+		v, err := netDevCounters(counters)
+		if err != nil {
+			return nil, fmt.Errorf("line %d (%s): %w", n, name, err)
 		}
-		var v [8]uint64
-		for i, col := range []int{0, 1, 2, 3, 8, 9, 10, 11} {
-			x, err := strconv.ParseUint(f[col], 10, 64)
+		ifs = append(ifs, Interface{Name: string(name), RxBytes: v[0], RxPackets: v[1], RxErrors: v[2], RxDropped: v[3],
+			TxBytes: v[4], TxPackets: v[5], TxErrors: v[6], TxDropped: v[7]})
+	}
+	return ifs, nil
+}
+
+// netDevCounters reads the 16 counters of an interface's line and returns
+// those CRI carries: bytes, packets, errors and drops received (columns
+// 0-3), then sent (8-11).
+func netDevCounters(counters []byte) ([8]uint64, error) {
+	var v [8]uint64
+	col := 0
+	for f := range bytes.FieldsSeq(counters) {
+		i := col
+		if i >= 8 {
+			i -= 4 // columns 8-11 are v[4:8]
+		}
+		if col < 4 || col >= 8 && col < 12 {
+			x, err := strconv.ParseUint(string(f), 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("line %d (%s): %w", n, name, err)
+				return v, err
 			}
 			v[i] = x
 		}
-		ifs = append(ifs, Interface{Name: name, RxBytes: v[0], RxPackets: v[1], RxErrors: v[2], RxDropped: v[3],
-			TxBytes: v[4], TxPackets: v[5], TxErrors: v[6], TxDropped: v[7]})
+		col++
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
+	if col < 16 {
+		return v, fmt.Errorf("%d counters, want 16", col)
 	}
-	return ifs, nil
+	return v, nil
 }

@@ -1,13 +1,11 @@
 package stats
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 )
 
 // readPSI reads a pressure file of dir ("cpu.pressure", ...); nil when the
@@ -30,15 +28,18 @@ func readPSI(dir, file string) *PSI {
 //
 //	some avg10=0.00 avg60=0.00 avg300=0.00 total=0
 //
-// total is in microseconds.
+// total is in microseconds. It walks the bytes in place: ListPodSandboxStats
+// parses three of these per cgroup, and a bufio.Scanner's 4 KiB buffer per
+// file was most of what that call allocated (TestParsePSIAllocations).
 func parsePSI(b []byte) (*PSI, error) {
 	p := &PSI{}
 	seen := false
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		kind, rest, _ := strings.Cut(sc.Text(), " ")
+	for len(b) > 0 {
+		var line []byte
+		line, b, _ = bytes.Cut(b, []byte{'\n'})
+		kind, rest, _ := bytes.Cut(line, []byte{' '})
 		var d *PSIData
-		switch kind {
+		switch string(kind) {
 		case "some":
 			d = &p.Some
 		case "full":
@@ -46,37 +47,47 @@ func parsePSI(b []byte) (*PSI, error) {
 		case "":
 			continue
 		default:
-			return nil, fmt.Errorf("pressure line %q: unknown kind", sc.Text())
+			return nil, fmt.Errorf("pressure line %q: unknown kind", line)
 		}
-		for field := range strings.FieldsSeq(rest) {
-			k, v, ok := strings.Cut(field, "=")
-			if !ok {
-				return nil, fmt.Errorf("pressure field %q: no value", field)
-			}
-			var err error
-			switch k {
-			case "avg10":
-				d.Avg10, err = strconv.ParseFloat(v, 64)
-			case "avg60":
-				d.Avg60, err = strconv.ParseFloat(v, 64)
-			case "avg300":
-				d.Avg300, err = strconv.ParseFloat(v, 64)
-			case "total":
-				var us uint64
-				us, err = strconv.ParseUint(v, 10, 64)
-				d.TotalNanos = us * 1000
-			}
-			if err != nil {
-				return nil, fmt.Errorf("pressure field %q: %w", field, err)
-			}
+		if err := parsePSIFields(rest, d); err != nil {
+			return nil, err
 		}
 		seen = true
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
 	}
 	if !seen {
 		return nil, fmt.Errorf("no pressure line")
 	}
 	return p, nil
+}
+
+// parsePSIFields parses the "key=value" fields of one pressure line.
+func parsePSIFields(rest []byte, d *PSIData) error {
+	for len(rest) > 0 {
+		var field []byte
+		field, rest, _ = bytes.Cut(rest, []byte{' '})
+		if len(field) == 0 {
+			continue
+		}
+		k, v, ok := bytes.Cut(field, []byte{'='})
+		if !ok {
+			return fmt.Errorf("pressure field %q: no value", field)
+		}
+		var err error
+		switch string(k) {
+		case "avg10":
+			d.Avg10, err = strconv.ParseFloat(string(v), 64)
+		case "avg60":
+			d.Avg60, err = strconv.ParseFloat(string(v), 64)
+		case "avg300":
+			d.Avg300, err = strconv.ParseFloat(string(v), 64)
+		case "total":
+			var us uint64
+			us, err = strconv.ParseUint(string(v), 10, 64)
+			d.TotalNanos = us * 1000
+		}
+		if err != nil {
+			return fmt.Errorf("pressure field %q: %w", field, err)
+		}
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
@@ -72,7 +71,7 @@ func TestParseNetDev(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := parseNetDev(strings.NewReader(tt.in))
+			got, err := parseNetDev([]byte(tt.in))
 			if tt.wantErr {
 				if err == nil {
 					t.Fatalf("parseNetDev: got %+v, want error", got)
