@@ -323,6 +323,10 @@ func (r *runtimeUnderTest) close(keep bool) {
 			_ = r.daemon.Process.Kill()
 			<-done
 		}
+		if ps := r.daemon.ProcessState; ps != nil {
+			fmt.Fprintf(os.Stderr, "husk-bench: %s: daemon CPU time over the run: user %.2f s, system %.2f s\n",
+				r.side, ps.UserTime().Seconds(), ps.SystemTime().Seconds())
+		}
 	}
 	if r.log != nil {
 		r.log.Close()
