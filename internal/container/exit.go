@@ -9,6 +9,7 @@ import (
 
 	"github.com/huskrt/husk/internal/lifecycle"
 	"github.com/huskrt/husk/internal/monitor"
+	"github.com/huskrt/husk/internal/monitor/proto"
 )
 
 // A container whose end nobody could record (its monitor and the monitor's
@@ -36,11 +37,15 @@ func unknownExit(why string) exitInfo {
 }
 
 // waitExit follows a container until it exits, then ends it (endLocked).
+// The monitor's answer is awaited by a goroutine that only reads it
+// (monitor.Client.WaitFunc): one per running container, for its whole life.
 func (m *Manager) waitExit(c *Container, monitorDir string) {
-	exit := m.followExit(c, monitorDir)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	m.endLocked(c, exit)
+	monitor.For(monitorDir).WaitFunc(c.view().ID, func(e *proto.Exit, err error) {
+		exit := m.exitAfterWait(c, monitorDir, e, err)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		m.endLocked(c, exit)
+	})
 }
 
 // endLocked ends a container that exited, once: how it ended is read (the
@@ -77,14 +82,13 @@ func (m *Manager) forgetLocked(c *Container) error {
 	return nil
 }
 
-// followExit waits for the exit the container's monitor records. When the
-// monitor cannot tell it (it was killed, or is a later monitor that never
-// knew the container) and left no exit file, the container's own process
-// is followed.
-func (m *Manager) followExit(c *Container, monitorDir string) exitInfo {
+// exitAfterWait is the exit the container's monitor recorded, given its
+// answer to a wait. When the monitor cannot tell it (it was killed, or is
+// a later monitor that never knew the container) and left no exit file,
+// the container's own process is followed.
+func (m *Manager) exitAfterWait(c *Container, monitorDir string, e *proto.Exit, err error) exitInfo {
 	id := c.view().ID
-	e, err := monitor.For(monitorDir).Wait(context.Background(), id)
-	if err == nil {
+	if err == nil && e != nil {
 		return exitInfo{code: e.Code, at: e.At}
 	}
 	if e, ok := m.recordedExit(id); ok {

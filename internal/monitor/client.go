@@ -152,26 +152,49 @@ func Ensure(ctx context.Context, binary, dir string, reaper Reaper) (*Client, er
 }
 
 func (c *Client) call(ctx context.Context, req *proto.Request) (*proto.Response, error) {
+	conn, err := c.send(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	resp, err := receive(conn, req.Op)
+	// A read cut by ctx is ctx's error, not a monitor gone.
+	if errors.Is(err, ErrGone) && ctx.Err() != nil {
+		return nil, fmt.Errorf("monitor %s: %w", req.Op, ctx.Err())
+	}
+	return resp, err
+}
+
+// send dials the monitor and writes req; the caller reads the answer and
+// closes the connection.
+func (c *Client) send(ctx context.Context, req *proto.Request) (net.Conn, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, proto.SocketName))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w: %w", ErrGone, errUnreached, err)
 	}
-	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
 	if err := json.NewEncoder(conn).Encode(req); err != nil {
-		return nil, fmt.Errorf("monitor %s: %w", req.Op, err)
-	}
-	var resp proto.Response
-	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		conn.Close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("monitor %s: %w", req.Op, ctx.Err())
 		}
-		// The monitor died with the request open.
-		return nil, fmt.Errorf("monitor %s: %w: %w", req.Op, ErrGone, err)
+		return nil, fmt.Errorf("monitor %s: %w", req.Op, err)
 	}
-	if err := responseError(req.Op, &resp); err != nil {
+	return conn, nil
+}
+
+// receive reads the answer to a request of operation op.
+func receive(conn net.Conn, op string) (*proto.Response, error) {
+	var resp proto.Response
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		// The monitor died with the request open.
+		return nil, fmt.Errorf("monitor %s: %w: %w", op, ErrGone, err)
+	}
+	if err := responseError(op, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil
@@ -233,6 +256,30 @@ func (c *Client) Wait(ctx context.Context, id string) (*proto.Exit, error) {
 		return nil, err
 	}
 	return resp.Exit, nil
+}
+
+// WaitFunc sends a wait request for the container and returns; done gets
+// what Wait would return, once the container has exited, from a goroutine
+// of its own that does nothing but read the answer. Parked for the
+// container's whole life, that goroutine holds a stack of a few KiB, where
+// one parked inside Wait keeps the stack it grew encoding the request; and
+// GOGC's headroom is a share of the stacks too.
+func (c *Client) WaitFunc(id string, done func(*proto.Exit, error)) {
+	req := &proto.Request{Op: proto.OpWait, ID: id}
+	conn, err := c.send(context.Background(), req)
+	if err != nil {
+		done(nil, err)
+		return
+	}
+	go func() {
+		resp, err := receive(conn, req.Op)
+		conn.Close()
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		done(resp.Exit, nil)
+	}()
 }
 
 // Reopen reopens the container's log file.

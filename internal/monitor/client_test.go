@@ -200,3 +200,69 @@ func TestRunFallsBackToCreateAndStart(t *testing.T) {
 		t.Errorf("Run where nothing listens = %v, want Unreached and ErrGone", err)
 	}
 }
+
+// WaitFunc returns once the request is sent; done gets the monitor's
+// answer later, the error of a monitor that died with the request open
+// (ErrGone, not Unreached), or at once Unreached where nothing listens.
+func TestWaitFunc(t *testing.T) {
+	type result struct {
+		exit *proto.Exit
+		err  error
+	}
+	for _, tt := range []struct {
+		name  string
+		reply *proto.Response // nil: close without answering
+		check func(result) bool
+	}{
+		{"exit", &proto.Response{Exit: &proto.Exit{Code: 3, At: 7}}, func(r result) bool { return r.err == nil && r.exit.Code == 3 && r.exit.At == 7 }},
+		{"not found", &proto.Response{Error: "no such container", Code: proto.CodeNotFound}, func(r result) bool { return errdefs.IsNotFound(r.err) }},
+		{"monitor died", nil, func(r result) bool { return errors.Is(r.err, ErrGone) && !Unreached(r.err) }},
+	} {
+		dir := t.TempDir()
+		l, err := net.Listen("unix", filepath.Join(dir, proto.SocketName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer := make(chan struct{})
+		got := make(chan *proto.Request, 1)
+		go func() {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			var req proto.Request
+			_ = json.NewDecoder(conn).Decode(&req)
+			got <- &req
+			<-answer
+			if tt.reply != nil {
+				_ = json.NewEncoder(conn).Encode(tt.reply)
+			}
+		}()
+		done := make(chan result, 1)
+		For(dir).WaitFunc("c1", func(e *proto.Exit, err error) { done <- result{e, err} })
+		if req := <-got; req.Op != proto.OpWait || req.ID != "c1" {
+			t.Errorf("%s: request %+v, want wait c1", tt.name, req)
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("%s: done before the monitor answered: %+v", tt.name, r)
+		case <-time.After(50 * time.Millisecond):
+		}
+		close(answer)
+		select {
+		case r := <-done:
+			if !tt.check(r) {
+				t.Errorf("%s: done(%+v, %v)", tt.name, r.exit, r.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: done never called", tt.name)
+		}
+		l.Close()
+	}
+	var r result
+	For(t.TempDir()).WaitFunc("c1", func(e *proto.Exit, err error) { r = result{e, err} })
+	if !Unreached(r.err) {
+		t.Errorf("WaitFunc where nothing listens: done(%v), want Unreached at once", r.err)
+	}
+}
