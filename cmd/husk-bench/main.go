@@ -98,7 +98,16 @@ func main() {
 	flag.BoolVar(&o.bigOnly, "big-only", false, "run only the big image scenario")
 	flag.IntVar(&o.huskDownloads, "husk-downloads", 0, "huskd's max_concurrent_downloads (0: its default)")
 	runList := flag.String("run", "", "scenarios to run, a comma list of "+strings.Join(scenarioNames, ", ")+" (default: all)")
+	floorSocket := flag.String("grpc-floor", "", "internal: serve the node scenario's no-op gRPC server on this socket")
+	floorData := flag.String("grpc-floor-data", "", "internal: the no-op server's recorded answers")
 	flag.Parse()
+	if *floorSocket != "" {
+		if err := serveFloor(*floorSocket, *floorData); err != nil {
+			fmt.Fprintf(os.Stderr, "husk-bench: no-op server: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if o.only == "paired" { // -only paired is -run paired
 		o.only, *runList = "", "paired"
 	}
@@ -374,6 +383,8 @@ func printComparison(results map[string]*result, order []string) []*result {
 	fmt.Println("Big images: each round pulls cold on both runtimes and runs the floor (decompress and write the layers, then")
 	fmt.Println("syncfs, in husk-bench); \"pull / floor\" is the median of each round's pull time over that round's floor, the")
 	fmt.Println("faster of parallel and sequential; the hashing floor also computes the two sha256 a verifying pull needs.")
+	fmt.Println("[no-op]: in the husk columns, a gRPC server that answers with the bytes huskd answered and does nothing else")
+	fmt.Println("(cmd/husk-bench/floor.go), timed against containerd again: its ratio is the best any CRI server reaches here.")
 	return list
 }
 

@@ -47,6 +47,11 @@ var nodeRows = []struct {
 	{"node: ListContainers", "ms", 0.5, 0},
 	{"node: ListContainers, answer only", "ms", 0.5, 0},
 	{"node: ImageFsInfo", "ms", 0.5, 0},
+	{"node: ListPodSandbox" + floorSuffix, "ms", 0, 0},
+	{"node: ListPodSandbox, answer only" + floorSuffix, "ms", 0, 0},
+	{"node: ListContainers" + floorSuffix, "ms", 0, 0},
+	{"node: ListContainers, answer only" + floorSuffix, "ms", 0, 0},
+	{"node: ImageFsInfo" + floorSuffix, "ms", 0, 0},
 	{"node: ListContainerStats", "ms", 0.2, 0},
 	{"node: ListPodSandboxStats", "ms", 0, 20},
 	{"node: ListPodSandboxMetrics", "ms", 0, 0},
@@ -105,6 +110,9 @@ func benchNodes(ctx context.Context, rts []*runtimeUnderTest, o options, rec nod
 		rec(r.side, "node: runtime memory per pod", perPod)
 	}
 	if err := timePolledCalls(ctx, rts, o.nodePods, rec); err != nil {
+		return err
+	}
+	if err := timeZeroWork(ctx, rts, o.nodePods, rec); err != nil {
 		return err
 	}
 	for _, r := range rts {
@@ -342,7 +350,12 @@ func rawAnswer(ctx context.Context, r *runtimeUnderTest, method string, req, res
 // nodeMinSamples times; the first round warms caches up and is not
 // counted. A call containerd does not serve is left out of its column.
 func timePolledCalls(ctx context.Context, rts []*runtimeUnderTest, pods int, rec nodeRecord) error {
-	for _, c := range polledCalls(ctx) {
+	return timeCalls(ctx, polledCalls(ctx), rts, pods, rec)
+}
+
+// timeCalls times calls on every runtime of rts, as timePolledCalls says.
+func timeCalls(ctx context.Context, calls []polledCall, rts []*runtimeUnderTest, pods int, rec nodeRecord) error {
+	for _, c := range calls {
 		active := slices.Clone(rts)
 		start := time.Now()
 		for i := 0; i <= nodeSamples && len(active) > 0; i++ {
