@@ -127,11 +127,12 @@ func Ensure(ctx context.Context, binary, dir string, reaper Reaper) (*Client, er
 		return nil, fmt.Errorf("start monitor %s: %w", binary, err)
 	}
 	readyW.Close()
-	// huskd is its parent until huskd restarts: reap it when it ends.
+	// huskd is its parent until huskd restarts: reap it when it ends. The
+	// handle is released only on return, so the kill below still works.
 	if reaper == nil || reaper.ReapChild(cmd.Process.Pid) != nil {
 		go func() { _ = cmd.Wait() }()
 	} else {
-		_ = cmd.Process.Release()
+		defer cmd.Process.Release()
 	}
 	ready := make(chan error, 1)
 	go func() {

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -264,5 +266,39 @@ func TestWaitFunc(t *testing.T) {
 	For(t.TempDir()).WaitFunc("c1", func(e *proto.Exit, err error) { r = result{e, err} })
 	if !Unreached(r.err) {
 		t.Errorf("WaitFunc where nothing listens: done(%v), want Unreached at once", r.err)
+	}
+}
+
+// reapByWait is a Reaper that reaps the child with wait4 in a goroutine,
+// and says when it has.
+type reapByWait struct{ reaped chan int }
+
+func (r reapByWait) ReapChild(pid int) error {
+	go func() {
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(pid, &ws, 0, nil)
+		r.reaped <- pid
+	}()
+	return nil
+}
+
+// A monitor that never gets ready before ctx ends is killed, also when a
+// Reaper took over reaping it (its handle released too early made the
+// kill fail, and the monitor lived on with nobody knowing).
+func TestEnsureKillsAMonitorThatIsNotReady(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "never-ready")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nexec sleep 60\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := reapByWait{reaped: make(chan int, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := Ensure(ctx, bin, t.TempDir(), r); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Ensure = %v, want the deadline", err)
+	}
+	select {
+	case <-r.reaped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the monitor that never got ready is still running")
 	}
 }

@@ -160,27 +160,27 @@ func parseNetDev(b []byte) ([]Interface, error) {
 	return ifs, nil
 }
 
+// netDevSlot is where each of an interface's 16 counters goes in what
+// netDevCounters returns: bytes, packets, errors and drops received
+// (columns 0-3), then sent (8-11); -1 for the counters CRI does not carry.
+var netDevSlot = [16]int{0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1}
+
 // netDevCounters reads the 16 counters of an interface's line and returns
-// those CRI carries: bytes, packets, errors and drops received (columns
-// 0-3), then sent (8-11).
+// those CRI carries, in netDevSlot's order.
 func netDevCounters(counters []byte) ([8]uint64, error) {
 	var v [8]uint64
 	col := 0
 	for f := range bytes.FieldsSeq(counters) {
-		i := col
-		if i >= 8 {
-			i -= 4 // columns 8-11 are v[4:8]
-		}
-		if col < 4 || col >= 8 && col < 12 {
+		if col < len(netDevSlot) && netDevSlot[col] >= 0 {
 			x, err := strconv.ParseUint(string(f), 10, 64)
 			if err != nil {
 				return v, err
 			}
-			v[i] = x
+			v[netDevSlot[col]] = x
 		}
 		col++
 	}
-	if col < 16 {
+	if col < len(netDevSlot) {
 		return v, fmt.Errorf("%d counters, want 16", col)
 	}
 	return v, nil

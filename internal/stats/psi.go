@@ -62,12 +62,7 @@ func parsePSI(b []byte) (*PSI, error) {
 
 // parsePSIFields parses the "key=value" fields of one pressure line.
 func parsePSIFields(rest []byte, d *PSIData) error {
-	for len(rest) > 0 {
-		var field []byte
-		field, rest, _ = bytes.Cut(rest, []byte{' '})
-		if len(field) == 0 {
-			continue
-		}
+	for field := range bytes.FieldsSeq(rest) {
 		k, v, ok := bytes.Cut(field, []byte{'='})
 		if !ok {
 			return fmt.Errorf("pressure field %q: no value", field)
