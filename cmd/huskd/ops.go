@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"strings"
 	"time"
 
@@ -62,6 +63,8 @@ func (d *daemon) startOps() (stop func(), err error) {
 		servers = append(servers, s)
 	}
 	if d.cfg.Debug.Address != "" {
+		// Heap profiles show what was allocated from here on.
+		runtime.MemProfileRate = heapSampleRate
 		mux := http.NewServeMux()
 		// Index serves the named profiles too (heap, goroutine, block...).
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
