@@ -18,7 +18,11 @@ var pairedScenarios = []struct {
 }{
 	{"RunPodSandbox [bridge] paired", 0.25},
 	{"StopPodSandbox [bridge] paired", 0.33},
+	{delFloorRow, 0},
 }
+
+// delFloorRow is the DEL floor's row: its time in the husk columns.
+const delFloorRow = "StopPodSandbox [bridge] paired [DEL floor]"
 
 // benchSandboxesPaired runs containerd and huskd at once, on [bridge]
 // networks of their own, and alternates each RunPodSandbox, then each
@@ -26,7 +30,9 @@ var pairedScenarios = []struct {
 // round. The other sandbox scenarios time one runtime after the other,
 // minutes apart, and on a machine whose load moves (other work on 2 cores)
 // their ratio moves with it; here both see the same machine at the same
-// time. It returns each round's husk/containerd ratio per scenario.
+// time. Each StopPodSandbox round also times the floor's DEL (delfloor.go),
+// in the same rotation. It returns each round's husk/containerd ratio per
+// scenario, and the floor's over containerd.
 func benchSandboxesPaired(ctx context.Context, o options, rec func(name, side string, v float64)) (map[string][]float64, error) {
 	fmt.Fprintf(os.Stderr, "husk-bench: paired: %d sandboxes on each side\n", o.n)
 	sides := []string{"containerd", "husk"}
@@ -39,6 +45,11 @@ func benchSandboxesPaired(ctx context.Context, o options, rec func(name, side st
 		defer r.close(o.keep)
 		daemons[side] = r
 	}
+	floor, err := newDelFloor()
+	if err != nil {
+		return nil, fmt.Errorf("paired: DEL floor: %w", err)
+	}
+	defer floor.close()
 	const warmup = 3
 	pods := map[string][]string{}
 	call := map[string]func(r *runtimeUnderTest, i int) error{
@@ -55,24 +66,45 @@ func benchSandboxesPaired(ctx context.Context, o options, rec func(name, side st
 		},
 	}
 	ratios := map[string][]float64{}
-	for _, sc := range pairedScenarios {
+	for _, sc := range pairedScenarios[:2] {
+		lanes := sides
+		if sc.name == pairedScenarios[1].name {
+			lanes = append(sides[:2:2], delFloorSide)
+		}
 		for i := 0; i < o.n+warmup; i++ {
 			took := map[string]float64{}
-			for j := range sides {
-				side := sides[(i+j)%2]
+			for j := range lanes {
+				side := lanes[(i+j)%len(lanes)]
 				t := time.Now()
-				if err := call[sc.name](daemons[side], i); err != nil {
+				var err error
+				if side == delFloorSide {
+					err = floor.del(ctx, i)
+				} else {
+					err = call[sc.name](daemons[side], i)
+				}
+				if err != nil {
 					return nil, fmt.Errorf("paired: %s: %s: %w", side, sc.name, err)
 				}
 				took[side] = ms(time.Since(t))
 			}
+			if sc.name == pairedScenarios[0].name {
+				// The floor's pod for the Stop rounds, untimed.
+				if err := floor.add(ctx, i); err != nil {
+					return nil, fmt.Errorf("paired: %w", err)
+				}
+			}
 			if i < warmup {
 				continue
 			}
-			for side, v := range took {
-				rec(sc.name, side, v)
+			for _, side := range sides {
+				rec(sc.name, side, took[side])
 			}
 			ratios[sc.name] = append(ratios[sc.name], took["husk"]/took["containerd"])
+			if v, ok := took[delFloorSide]; ok {
+				rec(delFloorRow, "husk", v)
+				rec(delFloorRow, "containerd", took["containerd"])
+				ratios[delFloorRow] = append(ratios[delFloorRow], v/took["containerd"])
+			}
 		}
 	}
 	for side, ids := range pods {
@@ -99,7 +131,13 @@ func printPaired(ratios map[string][]float64) {
 			continue
 		}
 		sort.Float64s(r)
-		fmt.Printf("%-32s median of per-round ratios %.2f (n=%d, p10 %.2f, p90 %.2f) target <= %.2f\n", sc.name,
-			r[len(r)/2], len(r), r[len(r)/10], r[len(r)*9/10], sc.target)
+		target := ""
+		if sc.target > 0 {
+			target = fmt.Sprintf(" target <= %.2f", sc.target)
+		}
+		fmt.Printf("%-44s median of per-round ratios %.2f (n=%d, p10 %.2f, p90 %.2f)%s\n", sc.name,
+			r[len(r)/2], len(r), r[len(r)/10], r[len(r)*9/10], target)
 	}
+	fmt.Println("[DEL floor]: in the husk columns, the CNI DEL of a pod's network alone (bridge + host-local, as huskd runs it),")
+	fmt.Println("timed in the same rounds: what any runtime's StopPodSandbox runs on this network")
 }
