@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/huskrt/husk/internal/config"
@@ -27,11 +28,28 @@ var version = "dev"
 // huskd turns on only with the pprof server ([debug] address).
 const heapSampleRate = 512 * 1024
 
+// heapRateChosen tells whether the operator set the rate through GODEBUG:
+// huskd leaves it alone then.
+var heapRateChosen = godebugSetsHeapRate(os.Getenv("GODEBUG"))
+
 // Linking net/http/pprof turns heap profiling on for the whole life of the
 // process: every 512 KiB allocated records a stack, and the profile's
 // hash table and buckets stay resident (~0.5-1 MiB of a 110-pod huskd's
 // ~11 MiB RssAnon). Nobody reads them unless [debug] is configured.
-func init() { runtime.MemProfileRate = 0 }
+func init() {
+	if !heapRateChosen {
+		runtime.MemProfileRate = 0
+	}
+}
+
+func godebugSetsHeapRate(godebug string) bool {
+	for _, kv := range strings.Split(godebug, ",") {
+		if k, _, ok := strings.Cut(kv, "="); ok && strings.TrimSpace(k) == "memprofilerate" {
+			return true
+		}
+	}
+	return false
+}
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {

@@ -64,7 +64,9 @@ func (d *daemon) startOps() (stop func(), err error) {
 	}
 	if d.cfg.Debug.Address != "" {
 		// Heap profiles show what was allocated from here on.
-		runtime.MemProfileRate = heapSampleRate
+		if !heapRateChosen {
+			runtime.MemProfileRate = heapSampleRate
+		}
 		mux := http.NewServeMux()
 		// Index serves the named profiles too (heap, goroutine, block...).
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -14,6 +14,9 @@ import (
 // Heap profiling costs memory and CPU for the daemon's whole life, so it is
 // on only while the pprof server that shows it is.
 func TestHeapProfilingOnlyWithPprof(t *testing.T) {
+	if heapRateChosen {
+		t.Fatal("GODEBUG sets memprofilerate for this test: unset it")
+	}
 	rate := runtime.MemProfileRate
 	t.Cleanup(func() { runtime.MemProfileRate = rate })
 	if rate != 0 {
@@ -62,5 +65,20 @@ func TestHeapProfilingOnlyWithPprof(t *testing.T) {
 	first, _, _ := strings.Cut(string(body), "\n")
 	if !strings.HasSuffix(first, "@ heap/1048576") || strings.HasPrefix(first, "heap profile: 0: 0") {
 		t.Errorf("heap profile starts %q, want samples at the default rate", first)
+	}
+}
+
+func TestGodebugSetsHeapRate(t *testing.T) {
+	for godebug, want := range map[string]bool{
+		"":                                 false,
+		"memprofilerate=1":                 true,
+		"madvdontneed=1,memprofilerate=0":  true,
+		"gctrace=1, memprofilerate=524288": true,
+		"gctrace=1":                        false,
+		"xmemprofilerate=1":                false,
+	} {
+		if got := godebugSetsHeapRate(godebug); got != want {
+			t.Errorf("godebugSetsHeapRate(%q) = %v, want %v", godebug, got, want)
+		}
 	}
 }
