@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -98,12 +99,18 @@ func benchContainers(ctx context.Context, rts []*runtimeUnderTest, o options, re
 	var lanes []*containerLane
 	for _, r := range rts {
 		if r.side == "containerd" {
-			// One set of samples, the reference of both husk rows.
-			lanes = append(lanes, &containerLane{r: r, rows: []string{"[runc]", "[husk default]"}})
+			// One set of samples, the reference of every husk row.
+			lanes = append(lanes, &containerLane{r: r, rows: []string{"[runc]", "[husk default]", runcFloorRow}})
 			continue
 		}
+		floor, err := newRuncFloor(filepath.Join(r.dir, "state"))
+		if err != nil {
+			return fmt.Errorf("runc floor: %w", err)
+		}
+		defer floor.close()
 		lanes = append(lanes, &containerLane{r: r, handler: "runc", rows: []string{"[runc]"}},
-			&containerLane{r: r, rows: []string{"[husk default]"}})
+			&containerLane{r: r, rows: []string{"[husk default]"}},
+			&containerLane{r: r, handler: "runc", rows: []string{runcFloorRow}, floor: floor})
 	}
 	if err := benchContainerLatency(ctx, lanes, o, rec); err != nil {
 		return err
@@ -129,11 +136,16 @@ type containerLane struct {
 	pod     *runtimeapi.PodSandboxConfig
 	podID   string
 	ids     []string
+	// floor, on the runc floor's lane, runs the containers huskd made.
+	floor *runcFloor
 }
 
 // add records a sample of the lane under each of its rows.
 func (l *containerLane) add(rec sideRecord, name string, v float64) {
 	for _, row := range l.rows {
+		if row == runcFloorRow && name != "Create+StartContainer" {
+			continue // the floor is of create+start only
+		}
 		t := 0.0
 		switch name {
 		case "Create+StartContainer":
@@ -190,6 +202,9 @@ func benchContainerLatency(ctx context.Context, lanes []*containerLane, o option
 			if err != nil {
 				return fmt.Errorf("CreateContainer: %w", err)
 			}
+			if l.floor != nil {
+				return l.floorRound(ctx, c.ContainerId, i >= warmup, rec)
+			}
 			if _, err := l.r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
 				return fmt.Errorf("StartContainer: %w", err)
 			}
@@ -201,6 +216,9 @@ func benchContainerLatency(ctx context.Context, lanes []*containerLane, o option
 		})
 	}
 	stop := func(l *containerLane, i int) error {
+		if l.floor != nil {
+			return nil // removed when made
+		}
 		t := time.Now()
 		if _, err := l.r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: l.ids[i], Timeout: 0}); err != nil {
 			return fmt.Errorf("StopContainer: %w", err)
@@ -211,6 +229,9 @@ func benchContainerLatency(ctx context.Context, lanes []*containerLane, o option
 		return nil
 	}
 	remove := func(l *containerLane, i int, row string) error {
+		if l.floor != nil {
+			return nil
+		}
 		t := time.Now()
 		if _, err := l.r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: l.ids[i]}); err != nil {
 			return fmt.Errorf("RemoveContainer: %w", err)
