@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -59,7 +58,9 @@ func newRuncFloor(huskState string) (*runcFloor, error) {
 }
 
 func (f *runcFloor) command(args ...string) *exec.Cmd {
-	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(int(f.runc.Fd())), append([]string{"--root", filepath.Join(f.dir, "root")}, args...)...)
+	// As huskd names its copy for the monitors.
+	exe := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.runc.Fd())
+	cmd := exec.Command(exe, append([]string{"--root", filepath.Join(f.dir, "root")}, args...)...)
 	cmd.Args[0] = f.path // as the monitor names it
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -87,7 +88,9 @@ func (f *runcFloor) run(id string) (time.Duration, error) {
 	if err != nil {
 		log, _ := os.ReadFile(filepath.Join(f.dir, id+".log"))
 		out, _ := os.ReadFile(stderr.Name())
-		return 0, fmt.Errorf("runc run %s: %v: %s %s", id, err, out, log)
+		// What the copy's descriptor is now, in case it is no more.
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.runc.Fd()))
+		return 0, fmt.Errorf("runc run %s (runc at %q): %v: %s %s", id, exe, err, out, log)
 	}
 	f.ran = append(f.ran, id)
 	return took, nil
