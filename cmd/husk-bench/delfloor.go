@@ -18,7 +18,7 @@ import (
 // run), on a bridge and /24 of its own. Every runtime's StopPodSandbox runs
 // this DEL; most of it is the kernel deleting the pod's veth, which waits
 // for an RCU barrier. Its pods' network namespaces are made and their ADD
-// run untimed, beside the paired RunPodSandbox rounds.
+// run untimed, after the paired RunPodSandbox rounds.
 type delFloor struct {
 	dir    string
 	bridge string
