@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/huskrt/husk/internal/oci"
 )
 
 // busyboxRef is the container image of the container scenarios, built
@@ -59,13 +61,29 @@ func busyboxImage() (v1.Image, error) {
 	return mutate.Config(img, v1.Config{Cmd: []string{"sh"}, Env: []string{"PATH=/bin"}})
 }
 
+// sleeperConfig is a busybox sleep as the kubelet asks for it in a
+// BestEffort pod: its own PID namespace and the pod's network and IPC, the
+// kubelet's masked and read-only /proc and /sys paths (which it always
+// sends for a container that is not privileged: without them containerd
+// masks nothing while husk applies the same defaults, 16 mounts more for
+// runc on one side only), the least CPU shares and the OOM score of
+// BestEffort.
 func sleeperConfig(name string) *runtimeapi.ContainerConfig {
 	return &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: name},
 		Image:    &runtimeapi.ImageSpec{Image: busyboxRef},
 		Command:  []string{"sleep", "3600"},
 		LogPath:  name + ".log",
-		Linux:    &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{}, SecurityContext: &runtimeapi.LinuxContainerSecurityContext{}},
+		Linux: &runtimeapi.LinuxContainerConfig{
+			Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2, OomScoreAdj: 1000},
+			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{
+					Network: runtimeapi.NamespaceMode_POD, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_POD,
+				},
+				MaskedPaths:   oci.DefaultMaskedPaths(),
+				ReadonlyPaths: oci.DefaultReadonlyPaths(),
+			},
+		},
 	}
 }
 
