@@ -82,6 +82,9 @@ func (f *runcFloor) run(id string) (time.Duration, error) {
 	}
 	defer stderr.Close()
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = f.devNull, f.devNull, stderr
+	// Recorded first: a run that fails half-way may leave a container, a
+	// cgroup or a process, which close deletes with the rest.
+	f.ran = append(f.ran, id)
 	t := time.Now()
 	err = cmd.Run()
 	took := time.Since(t)
@@ -92,7 +95,6 @@ func (f *runcFloor) run(id string) (time.Duration, error) {
 		exe, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.runc.Fd()))
 		return 0, fmt.Errorf("runc run %s (runc at %q): %v: %s %s", id, exe, err, out, log)
 	}
-	f.ran = append(f.ran, id)
 	return took, nil
 }
 
@@ -126,8 +128,8 @@ func (l *containerLane) floorRound(ctx context.Context, id string, timed bool, r
 	return nil
 }
 
-// close deletes every container the floor ran and did not remove, and its
-// dir.
+// close deletes every container the floor ran (or tried to) and did not
+// remove, and its dir.
 func (f *runcFloor) close() {
 	for _, id := range f.ran {
 		_ = f.command("delete", "--force", id).Run()
