@@ -175,13 +175,13 @@ func (l *containerLane) add(rec sideRecord, name string, v float64) {
 	}
 }
 
-// eachLane runs step on every lane, the first of the round rotating with
-// round: each step of one runtime is timed next to the same step of the
-// others, so that all see the same machine (it is shared, and its load
-// moves by the minute).
+// eachLane runs step on every lane, in the order laneOrder gives round:
+// each step of one runtime is timed next to the same step of the others,
+// so that all see the same machine (it is shared, and its load moves by
+// the minute), and each follows every other equally often.
 func eachLane(lanes []*containerLane, round int, step func(l *containerLane) error) error {
-	for k := range lanes {
-		l := lanes[(round+k)%len(lanes)]
+	for _, k := range laneOrder(len(lanes), round) {
+		l := lanes[k]
 		if err := step(l); err != nil {
 			return fmt.Errorf("%s %v: %w", l.r.side, l.rows, err)
 		}
@@ -220,8 +220,9 @@ func benchContainerLatency(ctx context.Context, lanes []*containerLane, o option
 			if err != nil {
 				return fmt.Errorf("CreateContainer: %w", err)
 			}
+			l.ids = append(l.ids, c.ContainerId)
 			if l.floor != nil {
-				return l.floorRound(ctx, c.ContainerId, i >= warmup, rec)
+				return l.floorRun(c.ContainerId, i >= warmup, rec)
 			}
 			if _, err := l.r.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: c.ContainerId}); err != nil {
 				return fmt.Errorf("StartContainer: %w", err)
@@ -229,13 +230,12 @@ func benchContainerLatency(ctx context.Context, lanes []*containerLane, o option
 			if i >= warmup {
 				l.add(rec, "Create+StartContainer", ms(time.Since(t)))
 			}
-			l.ids = append(l.ids, c.ContainerId)
 			return nil
 		})
 	}
 	stop := func(l *containerLane, i int) error {
 		if l.floor != nil {
-			return nil // removed when made
+			return l.floor.remove(l.ids[i]) // untimed
 		}
 		t := time.Now()
 		if _, err := l.r.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: l.ids[i], Timeout: 0}); err != nil {
@@ -247,14 +247,11 @@ func benchContainerLatency(ctx context.Context, lanes []*containerLane, o option
 		return nil
 	}
 	remove := func(l *containerLane, i int, row string) error {
-		if l.floor != nil {
-			return nil
-		}
 		t := time.Now()
 		if _, err := l.r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: l.ids[i]}); err != nil {
 			return fmt.Errorf("RemoveContainer: %w", err)
 		}
-		if i >= warmup {
+		if i >= warmup && l.floor == nil {
 			l.add(rec, row, ms(time.Since(t)))
 		}
 		return nil
@@ -293,7 +290,7 @@ func benchContainerLatency(ctx context.Context, lanes []*containerLane, o option
 			if err := remove(l, i, "RemoveContainer, after stop"); err != nil {
 				return err
 			}
-			if i >= warmup {
+			if i >= warmup && l.floor == nil {
 				l.add(rec, "Stop+RemoveContainer", ms(time.Since(t)))
 			}
 			return nil

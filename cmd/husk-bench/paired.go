@@ -81,8 +81,8 @@ func benchSandboxesPaired(ctx context.Context, o options, rec func(name, side st
 		}
 		for i := 0; i < o.n+warmup; i++ {
 			took := map[string]float64{}
-			for j := range lanes {
-				side := lanes[(i+j)%len(lanes)]
+			for _, j := range laneOrder(len(lanes), i) {
+				side := lanes[j]
 				t := time.Now()
 				var err error
 				if side == delFloorSide {

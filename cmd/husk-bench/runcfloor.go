@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/huskrt/husk/internal/ociruntime"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // runcFloor is the floor of Create+StartContainer with runc: the exec of
@@ -20,8 +18,8 @@ import (
 // runs, and times, the command huskd's monitor would run at
 // StartContainer: the same arguments, from a sealed copy of runc as huskd
 // execs it, but under a runc root of its own, so that huskd never knows
-// the container ran. The container is then killed and deleted, and huskd
-// removes what it made, untimed.
+// the container ran. The container is killed and deleted at the stop step
+// and huskd removes what it made at the remove step, untimed.
 type runcFloor struct {
 	dir     string   // the runc root, logs and pid files
 	path    string   // runc on disk
@@ -107,20 +105,16 @@ func (f *runcFloor) remove(id string) error {
 	return nil
 }
 
-// floorRound times the runtime's exec of huskd's container id, then
-// removes it at once: the floor's containers must not add to those the
-// other lanes' calls see (a runtime's create gets slower as containers
-// accumulate).
-func (l *containerLane) floorRound(ctx context.Context, id string, timed bool, rec sideRecord) error {
+// floorRun times the runtime's exec of huskd's container id. The
+// container then lives as the other lanes' do: the stop step deletes it
+// from runc (remove) and the remove step has huskd remove what it made,
+// both untimed. Deleted at once, its teardown would fall on the next
+// lane's call, and the floor's pod and runc root would hold fewer
+// containers than the others'.
+func (l *containerLane) floorRun(id string, timed bool, rec sideRecord) error {
 	took, err := l.floor.run(id)
 	if err != nil {
 		return err
-	}
-	if err := l.floor.remove(id); err != nil {
-		return err
-	}
-	if _, err := l.r.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
-		return fmt.Errorf("RemoveContainer: %w", err)
 	}
 	if timed {
 		l.add(rec, "Create+StartContainer", ms(took))
