@@ -10,6 +10,9 @@ import (
 	"path/filepath"
 
 	"github.com/containernetworking/cni/libcni"
+	"golang.org/x/sys/unix"
+
+	"github.com/huskrt/husk/internal/netns"
 )
 
 // delFloor is the floor of StopPodSandbox on the [bridge] network: the CNI
@@ -24,7 +27,7 @@ type delFloor struct {
 	bridge string
 	cni    *libcni.CNIConfig
 	list   *libcni.NetworkConfigList
-	netns  []string // the pods' names under /run/netns
+	netns  []string // the pins of the pods' network namespaces
 	undone int      // pods from here on have not had their DEL
 }
 
@@ -51,18 +54,26 @@ func newDelFloor() (*delFloor, error) {
 }
 
 func (f *delFloor) conf(i int) *libcni.RuntimeConf {
-	return &libcni.RuntimeConf{ContainerID: fmt.Sprintf("delfloor%s%d", runTag, i), NetNS: "/run/netns/" + f.netns[i], IfName: "eth0"}
+	return &libcni.RuntimeConf{ContainerID: fmt.Sprintf("delfloor%s%d", runTag, i), NetNS: f.netns[i], IfName: "eth0"}
 }
 
-// add makes pod i's network namespace and runs its ADD.
+// add makes pod i's network namespace, pinned in the floor's dir as huskd
+// pins a pod's, and runs its ADD. Not with `ip netns add`: the first one
+// of a boot bind-mounts /run/netns onto itself, and a namespace a runtime
+// had pinned there (containerd's pods) is then held by the hidden mount,
+// so that the runtime's StopPodSandbox fails to remove it (EBUSY).
 func (f *delFloor) add(ctx context.Context, i int) error {
-	name := fmt.Sprintf("hbdfl-%s-%d", runTag, i)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns add %s: %v: %s", name, err, out)
+	pin := filepath.Join(f.dir, fmt.Sprintf("netns-%d", i))
+	if err := os.WriteFile(pin, nil, 0o444); err != nil {
+		return err
 	}
-	f.netns = append(f.netns, name)
+	f.netns = append(f.netns, pin)
+	err := netns.RunNew(func() error { return unix.Mount(netns.Self(), pin, "", unix.MS_BIND, "") })
+	if err != nil {
+		return fmt.Errorf("pin netns %s: %w", pin, err)
+	}
 	if _, err := f.cni.AddNetworkList(ctx, f.list, f.conf(i)); err != nil {
-		return fmt.Errorf("CNI ADD %s: %w", name, err)
+		return fmt.Errorf("CNI ADD %s: %w", pin, err)
 	}
 	return nil
 }
@@ -82,7 +93,7 @@ func (f *delFloor) close() {
 		if i >= f.undone {
 			_ = f.cni.DelNetworkList(context.Background(), f.list, f.conf(i))
 		}
-		_ = exec.Command("ip", "netns", "del", f.netns[i]).Run()
+		_ = unix.Unmount(f.netns[i], unix.MNT_DETACH)
 	}
 	_ = exec.Command("ip", "link", "del", f.bridge).Run()
 	_ = os.RemoveAll(f.dir)
