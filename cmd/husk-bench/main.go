@@ -387,7 +387,7 @@ func printComparison(results map[string]*result, order []string) []*result {
 	fmt.Println("[no-op]: in the husk columns, a gRPC server that answers with the bytes huskd answered and does nothing else")
 	fmt.Println("(cmd/husk-bench/floor.go), timed against containerd again: its ratio is the best any CRI server reaches here.")
 	fmt.Println("[runc floor]: in the husk columns, `runc run --detach` alone of containers huskd created, as its monitor runs")
-	fmt.Println("it (cmd/husk-bench/runcfloor.go), in the same rotation: what driving runc allows at all.")
+	fmt.Println("it (cmd/husk-bench/runcfloor.go), in the same rounds: what driving runc allows at all.")
 	return list
 }
 
