@@ -235,9 +235,8 @@ func (r bigRows) names() []string {
 // benchBigImages runs both runtimes side by side and, round after round,
 // pulls each big image cold on each (the image removed and its blobs and
 // layers collected after each pull), then writes its layers as the floor
-// does; the order of the three rotates from round to round, and the
-// filesystem is synced between them so that none pays for another's
-// writeback. Each pull must fetch every layer.
+// does; the three are taken in laneOrder, and the filesystem is synced
+// between them so that none pays for another's writeback. Each pull must fetch every layer.
 func benchBigImages(ctx context.Context, o options, imgs *benchImages, add func(name, unit, side string, target, limit float64, v ...float64)) error {
 	var rts []*runtimeUnderTest
 	defer func() {
@@ -259,8 +258,8 @@ func benchBigImages(ctx context.Context, o options, imgs *benchImages, add func(
 		for round := 0; round < o.bigN; round++ {
 			times := map[string]float64{}
 			steps := []string{"containerd", "husk", "floor"}
-			for k := 0; k < 3; k++ {
-				step := steps[(round+k)%3]
+			for _, k := range laneOrder(len(steps), round) {
+				step := steps[k]
 				unix.Sync()
 				if step == "floor" {
 					f, err := floor(floorDir, img)
