@@ -236,7 +236,8 @@ func (r bigRows) names() []string {
 // pulls each big image cold on each (the image removed and its blobs and
 // layers collected after each pull), then writes its layers as the floor
 // does; the three are taken in laneOrder, and the filesystem is synced
-// between them so that none pays for another's writeback. Each pull must fetch every layer.
+// between them so that none pays for another's writeback. Each pull must
+// fetch every layer.
 func benchBigImages(ctx context.Context, o options, imgs *benchImages, add func(name, unit, side string, target, limit float64, v ...float64)) error {
 	var rts []*runtimeUnderTest
 	defer func() {

@@ -30,10 +30,10 @@ const delFloorRow = "StopPodSandbox [bridge] paired [DEL floor]"
 // round. The other sandbox scenarios time one runtime after the other,
 // minutes apart, and on a machine whose load moves (other work on 2 cores)
 // their ratio moves with it; here both see the same machine at the same
-// time. Each StopPodSandbox round also times the floor's DEL (delfloor.go),
-// in the same rounds (laneOrder), on pods made after the RunPodSandbox rounds. It
-// returns each round's husk/containerd ratio per scenario, and the floor's
-// over containerd.
+// time. Each StopPodSandbox round also times the floor's DEL (delfloor.go)
+// in the same rounds (laneOrder), on pods made after the RunPodSandbox
+// rounds. It returns each round's husk/containerd ratio per scenario, and
+// the floor's over containerd.
 func benchSandboxesPaired(ctx context.Context, o options, rec func(name, side string, v float64)) (map[string][]float64, error) {
 	fmt.Fprintf(os.Stderr, "husk-bench: paired: %d sandboxes on each side\n", o.n)
 	sides := []string{"containerd", "husk"}
