@@ -10,9 +10,8 @@ import (
 	"path/filepath"
 
 	"github.com/containernetworking/cni/libcni"
-	"golang.org/x/sys/unix"
 
-	"github.com/huskrt/husk/internal/netns"
+	"github.com/huskrt/husk/internal/network"
 )
 
 // delFloor is the floor of StopPodSandbox on the [bridge] network: the CNI
@@ -27,8 +26,9 @@ type delFloor struct {
 	bridge string
 	cni    *libcni.CNIConfig
 	list   *libcni.NetworkConfigList
-	netns  []string // the pins of the pods' network namespaces
-	undone int      // pods from here on have not had their DEL
+	pins   *network.Manager // pins the pods' namespaces as huskd does
+	netns  []string         // the pins of the pods' network namespaces
+	undone int              // pods from here on have not had their DEL
 }
 
 // delFloorSide names the floor's lane in the paired rounds.
@@ -50,6 +50,11 @@ func newDelFloor() (*delFloor, error) {
 		return nil, err
 	}
 	f.cni = libcni.NewCNIConfigWithCacheDir([]string{"/usr/lib/cni", "/opt/cni/bin"}, filepath.Join(dir, "cache"), nil)
+	f.pins, err = network.New(network.Options{NetnsDir: filepath.Join(dir, "netns"), CacheDir: filepath.Join(dir, "cache")})
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -57,21 +62,17 @@ func (f *delFloor) conf(i int) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{ContainerID: fmt.Sprintf("delfloor%s%d", runTag, i), NetNS: f.netns[i], IfName: "eth0"}
 }
 
-// add makes pod i's network namespace, pinned in the floor's dir as huskd
-// pins a pod's, and runs its ADD. Not with `ip netns add`: the first one
-// of a boot bind-mounts /run/netns onto itself, and a namespace a runtime
-// had pinned there (containerd's pods) is then held by the hidden mount,
-// so that the runtime's StopPodSandbox fails to remove it (EBUSY).
+// add makes pod i's network namespace, pinned in the floor's dir by
+// huskd's own code, and runs its ADD. Not with `ip netns add`: the first
+// one of a boot bind-mounts /run/netns onto itself, and a namespace a
+// runtime had pinned there (containerd's pods) is then held by the hidden
+// mount, so that the runtime's StopPodSandbox fails to remove it (EBUSY).
 func (f *delFloor) add(ctx context.Context, i int) error {
-	pin := filepath.Join(f.dir, fmt.Sprintf("netns-%d", i))
-	if err := os.WriteFile(pin, nil, 0o444); err != nil {
+	pin, err := f.pins.CreateNetns(fmt.Sprintf("pod-%d", i))
+	if err != nil {
 		return err
 	}
 	f.netns = append(f.netns, pin)
-	err := netns.RunNew(func() error { return unix.Mount(netns.Self(), pin, "", unix.MS_BIND, "") })
-	if err != nil {
-		return fmt.Errorf("pin netns %s: %w", pin, err)
-	}
 	if _, err := f.cni.AddNetworkList(ctx, f.list, f.conf(i)); err != nil {
 		return fmt.Errorf("CNI ADD %s: %w", pin, err)
 	}
@@ -93,7 +94,7 @@ func (f *delFloor) close() {
 		if i >= f.undone {
 			_ = f.cni.DelNetworkList(context.Background(), f.list, f.conf(i))
 		}
-		_ = unix.Unmount(f.netns[i], unix.MNT_DETACH)
+		_ = f.pins.RemoveNetns(f.netns[i])
 	}
 	_ = exec.Command("ip", "link", "del", f.bridge).Run()
 	_ = os.RemoveAll(f.dir)
