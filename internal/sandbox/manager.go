@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
@@ -294,6 +295,13 @@ func (m *Manager) unindex(sb *Sandbox) { m.index.Remove(sb.rec.ID, sb.rec.Name, 
 // be held.
 func (m *Manager) persistLocked(sb *Sandbox) error {
 	return m.records.Put(sb.rec.ID, &sb.rec, &sb.snapshot)
+}
+
+// persisted says whether the record on disk is rec as it is: the snapshot
+// is published only after a write succeeded.
+func (m *Manager) persisted(sb *Sandbox) bool {
+	snap := sb.snapshot.Load()
+	return snap != nil && reflect.DeepEqual(*snap, sb.rec)
 }
 
 // emit tells the listener of a lifecycle event of sandbox id.

@@ -45,6 +45,32 @@ func TestRecoverFillsCgroupParent(t *testing.T) {
 		}
 	}
 
+	m := recoveredManager(t, dir, st)
+
+	onDisk := map[string]Record{}
+	if err := st.List(store.Sandboxes, func(id string, b []byte) error {
+		var r Record
+		err := json.Unmarshal(b, &r)
+		onDisk[id] = r
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		rec, _, err := m.Get(tt.id)
+		if err != nil || rec.CgroupParent != tt.want || rec.State != StateNotReady {
+			t.Errorf("%s after recovery: parent %q, state %s, %v; want %q, NOTREADY", tt.id, rec.CgroupParent, rec.State, err, tt.want)
+		}
+		if got := onDisk[tt.id].CgroupParent; got != tt.want {
+			t.Errorf("%s on disk: parent %q, want %q", tt.id, got, tt.want)
+		}
+	}
+}
+
+// recoveredManager is a sandbox manager over st and dir, recovered from
+// what st holds; its runtime and infra binary are never run.
+func recoveredManager(t *testing.T, dir string, st *store.Store) *Manager {
+	t.Helper()
 	net, err := network.New(network.Options{CacheDir: filepath.Join(dir, "cni"), NetnsDir: filepath.Join(dir, "netns")})
 	if err != nil {
 		t.Fatal(err)
@@ -66,27 +92,9 @@ func TestRecoverFillsCgroupParent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
 	if err := m.Recover(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-
-	onDisk := map[string]Record{}
-	if err := st.List(store.Sandboxes, func(id string, b []byte) error {
-		var r Record
-		err := json.Unmarshal(b, &r)
-		onDisk[id] = r
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	for _, tt := range tests {
-		rec, _, err := m.Get(tt.id)
-		if err != nil || rec.CgroupParent != tt.want || rec.State != StateNotReady {
-			t.Errorf("%s after recovery: parent %q, state %s, %v; want %q, NOTREADY", tt.id, rec.CgroupParent, rec.State, err, tt.want)
-		}
-		if got := onDisk[tt.id].CgroupParent; got != tt.want {
-			t.Errorf("%s on disk: parent %q, want %q", tt.id, got, tt.want)
-		}
-	}
+	return m
 }

@@ -130,9 +130,10 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	if rec.State != StateCreating || len(errs) > 0 {
 		rec.State = StateNotReady
 	}
-	// A Run being undone with nothing left over is about to be deleted:
-	// no need to write it.
-	if !(rec.State == StateCreating && len(errs) == 0) {
+	// A Run being undone with nothing left over is about to be deleted,
+	// and a sandbox stopped before (RemovePodSandbox after
+	// StopPodSandbox) is already on disk as it is: no need to write them.
+	if !(rec.State == StateCreating && len(errs) == 0) && !m.persisted(sb) {
 		if err := m.persistLocked(sb); err != nil {
 			errs = append(errs, err)
 		}
@@ -192,6 +193,8 @@ func (m *Manager) killInfra(ctx context.Context, sb *Sandbox) error {
 	if err != nil && !errors.Is(err, monitor.ErrGone) && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("infra's monitor: %w", err)
 	}
+	// Dead and reaped: a later teardown has nothing to kill or wait for.
+	sb.infra = nil
 	return nil
 }
 
