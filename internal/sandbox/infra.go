@@ -87,7 +87,7 @@ func (m *Manager) startInfra(ctx context.Context, sb *Sandbox, rt *ociruntime.Ru
 		err = pausesetup.ParseReport(report, steps)
 	}
 	if err != nil {
-		return fmt.Errorf("start infra with handler %s: %w", rec.Handler, err)
+		return fmt.Errorf("start infra with handler %s: %w", rec.Handler, m.explainUserns(sb, err))
 	}
 	rec.InfraPID = pid
 	id, err := proc.Self(pid)

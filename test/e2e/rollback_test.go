@@ -104,6 +104,32 @@ exit 1
 	e.assertNoLeaks()
 }
 
+// A pod with a user namespace whose mapped root cannot reach huskd's state
+// dir (a dir above it is 0700, as a mktemp dir is) fails with what to fix,
+// leaves nothing behind, and starts once the dir is searchable.
+func TestUsernsPodUnderPrivateDir(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start()
+	mapping := []*runtimeapi.IDMapping{{ContainerId: 0, HostId: 400000, Length: 65536}}
+	cfg := e.podConfig("userns-private")
+	cfg.Linux.SecurityContext.NamespaceOptions.UsernsOptions = &runtimeapi.UserNamespace{
+		Mode: runtimeapi.NamespaceMode_POD, Uids: mapping, Gids: mapping}
+	if err := os.Chmod(e.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.rt.RunPodSandbox(e.ctx(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if err == nil || !strings.Contains(err.Error(), e.dir+" is mode 0700") || !strings.Contains(err.Error(), "searchable by others") {
+		t.Fatalf("RunPodSandbox = %v, want it to name %s and what it lacks", err, e.dir)
+	}
+	e.assertNoSandboxes()
+	e.assertNoLeaks()
+	if err := os.Chmod(e.dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	e.runPod(cfg, "")
+}
+
 // A kubelet that gives up cancels the request: whatever was done is undone.
 func TestRollbackOnCancelledRequest(t *testing.T) {
 	t.Parallel()
