@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -118,17 +119,19 @@ func benchContainers(ctx context.Context, rts []*runtimeUnderTest, o options, re
 	for _, r := range rts {
 		if r.side == "containerd" {
 			// One set of samples, the reference of every husk row.
-			lanes = append(lanes, &containerLane{r: r, rows: []string{"[runc]", "[husk default]", runcFloorRow}})
+			lanes = append(lanes, &containerLane{r: r, rows: append([]string{"[runc]", "[husk default]"}, floorRows...)})
 			continue
 		}
-		floor, err := newRuncFloor(filepath.Join(r.dir, "state"))
-		if err != nil {
-			return fmt.Errorf("runc floor: %w", err)
-		}
-		defer floor.close()
 		lanes = append(lanes, &containerLane{r: r, handler: "runc", rows: []string{"[runc]"}},
-			&containerLane{r: r, rows: []string{"[husk default]"}},
-			&containerLane{r: r, handler: "runc", rows: []string{runcFloorRow}, floor: floor})
+			&containerLane{r: r, rows: []string{"[husk default]"}})
+		for _, h := range floorHandlers() {
+			floor, err := newRuntimeFloor(h, filepath.Join(r.dir, "state"))
+			if err != nil {
+				return fmt.Errorf("%s floor: %w", h, err)
+			}
+			defer floor.close()
+			lanes = append(lanes, &containerLane{r: r, handler: h, rows: []string{floor.row}, floor: floor})
+		}
 	}
 	if err := benchContainerLatency(ctx, lanes, o, rec); err != nil {
 		return err
@@ -154,15 +157,15 @@ type containerLane struct {
 	pod     *runtimeapi.PodSandboxConfig
 	podID   string
 	ids     []string
-	// floor, on the runc floor's lane, runs the containers huskd made.
-	floor *runcFloor
+	// floor, on a runtime floor's lane, runs the containers huskd made.
+	floor *runtimeFloor
 }
 
 // add records a sample of the lane under each of its rows.
 func (l *containerLane) add(rec sideRecord, name string, v float64) {
 	for _, row := range l.rows {
-		if row == runcFloorRow && name != "Create+StartContainer" {
-			continue // the floor is of create+start only
+		if slices.Contains(floorRows, row) && name != "Create+StartContainer" {
+			continue // the floors are of create+start only
 		}
 		t := 0.0
 		switch name {

@@ -198,7 +198,9 @@ func run(o options) error {
 			order = append(order, name+" "+row)
 		}
 	}
-	order = append(order, "Create+StartContainer "+runcFloorRow)
+	for _, row := range floorRows {
+		order = append(order, "Create+StartContainer "+row)
+	}
 	order = append(order, "per-pod memory, 1 container", "monitor private memory", "PullImage cold (5 x 10 MiB)", "PullImage warm (layers present)",
 		listImagesScenario, "infra binary size", "infra RssAnon", "infra threads")
 	for _, row := range nodeRows {
@@ -386,8 +388,8 @@ func printComparison(results map[string]*result, order []string) []*result {
 	fmt.Println("faster of parallel and sequential; the hashing floor also computes the two sha256 a verifying pull needs.")
 	fmt.Println("[no-op]: in the husk columns, a gRPC server that answers with the bytes huskd answered and does nothing else")
 	fmt.Println("(cmd/husk-bench/floor.go), timed against containerd again: its ratio is the best any CRI server reaches here.")
-	fmt.Println("[runc floor]: in the husk columns, `runc run --detach` alone of containers huskd created, as its monitor runs")
-	fmt.Println("it (cmd/husk-bench/runcfloor.go), in the same rounds: what driving runc allows at all.")
+	fmt.Println("[runc floor], [crun floor]: in the husk columns, `runc run --detach` (`crun ...`) alone of containers huskd created,")
+	fmt.Println("as its monitor runs it (cmd/husk-bench/runtimefloor.go), in the same rounds: what driving that runtime allows at all.")
 	return list
 }
 

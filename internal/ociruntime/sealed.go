@@ -58,7 +58,7 @@ func (s *sealedBinary) execPath() string {
 		return s.path // the exec will say what is wrong
 	}
 	if s.file == nil || key != s.key {
-		f, err := SealedCopy(s.path)
+		f, err := sealedCopy(s.path)
 		if err != nil {
 			return s.path
 		}
@@ -70,10 +70,10 @@ func (s *sealedBinary) execPath() string {
 	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), s.file.Fd())
 }
 
-// SealedCopy copies the ELF binary at path into a memfd sealed with
+// sealedCopy copies the ELF binary at path into a memfd sealed with
 // runcSeals. A script is refused: its interpreter could not open the
 // copy, which is closed on exec.
-func SealedCopy(path string) (*os.File, error) {
+func sealedCopy(path string) (*os.File, error) {
 	src, err := os.Open(path)
 	if err != nil {
 		return nil, err
