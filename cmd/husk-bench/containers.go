@@ -130,7 +130,7 @@ func benchContainers(ctx context.Context, rts []*runtimeUnderTest, o options, re
 				return fmt.Errorf("%s floor: %w", h, err)
 			}
 			defer floor.close()
-			lanes = append(lanes, &containerLane{r: r, handler: h, rows: []string{floor.row}, floor: floor})
+			lanes = append(lanes, &containerLane{r: r, handler: h, rows: []string{floorRow(h)}, floor: floor})
 		}
 	}
 	if err := benchContainerLatency(ctx, lanes, o, rec); err != nil {

@@ -24,7 +24,6 @@ import (
 // what it made at the remove step, untimed.
 type runtimeFloor struct {
 	rt      *ociruntime.Runtime // as huskd makes its handler, rooted in dir
-	row     string              // the suffix of its rows
 	dir     string              // the runtime root, logs and pid files
 	devNull *os.File            // the containers' stdio
 	state   string              // huskd's state dir, where the bundles are
@@ -57,7 +56,7 @@ func newRuntimeFloor(handler, huskState string) (*runtimeFloor, error) {
 		devNull.Close()
 		return nil, err
 	}
-	f := &runtimeFloor{row: floorRow(handler), dir: dir, devNull: devNull, state: huskState}
+	f := &runtimeFloor{dir: dir, devNull: devNull, state: huskState}
 	if f.rt, err = ociruntime.New(handler, handler, filepath.Join(dir, "root"), false); err != nil {
 		f.close()
 		return nil, err

@@ -299,7 +299,7 @@ func (m *Manager) persistLocked(sb *Sandbox) error {
 
 // persisted says whether the record on disk is rec as it is: the snapshot
 // is published only after a write succeeded.
-func (m *Manager) persisted(sb *Sandbox) bool {
+func (sb *Sandbox) persisted() bool {
 	snap := sb.snapshot.Load()
 	return snap != nil && reflect.DeepEqual(*snap, sb.rec)
 }

@@ -19,16 +19,6 @@ import (
 // from its infra's cgroups path, in either driver's syntax, and keeps it on
 // disk; a parent already recorded stays as it is.
 func TestRecoverFillsCgroupParent(t *testing.T) {
-	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "husk.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	cfg, err := proto.Marshal(&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		id, parent, cgroupsPath, want string
 	}{
@@ -37,14 +27,13 @@ func TestRecoverFillsCgroupParent(t *testing.T) {
 		{id: "cc03", cgroupsPath: "/cc03", want: "/"},
 		{id: "dd04", parent: "/kept", cgroupsPath: "/elsewhere/dd04", want: "/kept"},
 	}
+	var recs []Record
 	for _, tt := range tests {
-		rec := Record{ID: tt.id, Name: "name-" + tt.id, Config: cfg, Handler: "runc", State: StateNotReady,
-			CgroupParent: tt.parent, CgroupsPath: tt.cgroupsPath}
-		if err := st.Create(store.Sandboxes, store.SandboxNames, rec.ID, rec.Name, &rec); err != nil {
-			t.Fatal(err)
-		}
+		recs = append(recs, Record{ID: tt.id, Name: "name-" + tt.id, Handler: "runc", State: StateNotReady,
+			CgroupParent: tt.parent, CgroupsPath: tt.cgroupsPath})
 	}
-
+	dir := t.TempDir()
+	st := storeWith(t, dir, recs...)
 	m := recoveredManager(t, dir, st)
 
 	onDisk := map[string]Record{}
@@ -65,6 +54,28 @@ func TestRecoverFillsCgroupParent(t *testing.T) {
 			t.Errorf("%s on disk: parent %q, want %q", tt.id, got, tt.want)
 		}
 	}
+}
+
+// storeWith is a store in dir holding recs, each with a valid config,
+// closed when the test ends.
+func storeWith(t *testing.T, dir string, recs ...Record) *store.Store {
+	t.Helper()
+	st, err := store.Open(filepath.Join(dir, "husk.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg, err := proto.Marshal(&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range recs {
+		rec.Config = cfg
+		if err := st.Create(store.Sandboxes, store.SandboxNames, rec.ID, rec.Name, &rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
 }
 
 // recoveredManager is a sandbox manager over st and dir, recovered from

@@ -133,7 +133,7 @@ func (m *Manager) teardownLocked(sb *Sandbox, log *slog.Logger) error {
 	// A Run being undone with nothing left over is about to be deleted,
 	// and a sandbox stopped before (RemovePodSandbox after
 	// StopPodSandbox) is already on disk as it is: no need to write them.
-	if !(rec.State == StateCreating && len(errs) == 0) && !m.persisted(sb) {
+	if !(rec.State == StateCreating && len(errs) == 0) && !sb.persisted() {
 		if err := m.persistLocked(sb); err != nil {
 			errs = append(errs, err)
 		}

@@ -2,13 +2,7 @@ package sandbox
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
-
-	"google.golang.org/protobuf/proto"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/huskrt/husk/internal/store"
 )
 
 // Stopping a sandbox that holds nothing any more (the kubelet's
@@ -16,19 +10,9 @@ import (
 // with the store closed under it, the stop still succeeds.
 func TestStopOfStoppedSandboxWritesNothing(t *testing.T) {
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "husk.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := proto.Marshal(&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns", Uid: "u"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := Record{ID: "ee05", Name: "p_ns_u_0", Config: cfg, Handler: "runc", State: StateNotReady,
+	rec := Record{ID: "ee05", Name: "p_ns_u_0", Handler: "runc", State: StateNotReady,
 		CgroupParent: "/kubepods", CgroupsPath: "/kubepods/ee05"}
-	if err := st.Create(store.Sandboxes, store.SandboxNames, rec.ID, rec.Name, &rec); err != nil {
-		t.Fatal(err)
-	}
+	st := storeWith(t, dir, rec)
 	m := recoveredManager(t, dir, st)
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
@@ -59,13 +43,12 @@ func TestPersisted(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sb := &Sandbox{rec: Record{ID: "ff06", State: StateReady, NetnsPath: "/run/x", NetworkAttached: true,
 				InfraCreated: true, IPs: []string{"10.0.0.2"}}}
-			var m Manager
-			if m.persisted(sb) {
+			if sb.persisted() {
 				t.Fatal("persisted before any write")
 			}
 			sb.snapshot.Publish(&sb.rec)
 			tt.change(&sb.rec)
-			if got := m.persisted(sb); got != tt.want {
+			if got := sb.persisted(); got != tt.want {
 				t.Errorf("persisted = %v, want %v", got, tt.want)
 			}
 		})
